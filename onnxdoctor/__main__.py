@@ -1,0 +1,5 @@
+"""`python -m onnxdoctor` runs the CLI."""
+
+from onnxdoctor.cli import main
+
+main()

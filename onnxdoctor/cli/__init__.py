@@ -1,0 +1,72 @@
+"""The `onnxdoctor` command: one module per subcommand, errors become one line and exit code 2.
+
+Exit codes: 0 no error findings, 1 error findings, 2 usage error or unusable input (and internal
+errors, which also say how to get the traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from onnxdoctor import __version__
+from onnxdoctor.errors import OnnxDoctorError
+
+EXIT_USAGE = 2
+
+
+class DoctorGroup(click.Group):
+    """A click group that turns onnxdoctor's own exceptions into one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except OnnxDoctorError as exc:
+            click.echo(f"onnxdoctor: error: {exc}", err=True)
+            ctx.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("onnxdoctor: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the one place that keeps tracebacks from users
+            if os.environ.get("ONNXDOCTOR_DEBUG"):
+                raise
+            click.echo(
+                f"onnxdoctor: internal error: {type(exc).__name__}: {exc} "
+                "(this is a bug in onnxdoctor; set ONNXDOCTOR_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            ctx.exit(EXIT_USAGE)
+
+
+@click.group(cls=DoctorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnxdoctor")
+def cli() -> None:
+    """Diagnose exported ONNX decoders with a KV cache.
+
+    \b
+      onnxdoctor inspect decoder_model.onnx   static: signature, KV layout, findings
+      onnxdoctor rules                        every check with its code
+      onnxdoctor explain ODS002               what a check means and how to fix it
+    """
+
+
+def _register_commands() -> None:
+    from onnxdoctor.cli import explain_cmd, inspect_cmd, rules_cmd
+
+    cli.add_command(inspect_cmd.inspect_command)
+    cli.add_command(rules_cmd.rules_command)
+    cli.add_command(explain_cmd.explain_command)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="onnxdoctor")
+    sys.exit(0)

@@ -1,0 +1,44 @@
+"""`onnxdoctor inspect PATH`: static diagnosis of a model file or export folder."""
+
+from __future__ import annotations
+
+import click
+
+from onnxdoctor.cli.options import file_option, format_option, model_path_argument, role_map_option, select_ignore_options
+
+
+@click.command("inspect")
+@model_path_argument
+@format_option()
+@role_map_option
+@file_option
+@select_ignore_options
+def inspect_command(
+    path: str,
+    output_format: str,
+    role_map: str | None,
+    only_file: str | None,
+    select: tuple[str, ...],
+    ignore: tuple[str, ...],
+) -> None:
+    """Print the I/O signature, KV-cache layout, feeding contract and findings of PATH.
+
+    PATH is a .onnx file or an export folder (optimum layout: every model file in it is inspected).
+    Exit code 0: no error findings; 1: error findings; 2: unusable input or usage error.
+    """
+    from onnxdoctor.engine import inspect_path
+    from onnxdoctor.model.roles import load_role_map
+    from onnxdoctor.report import render_github, to_json
+
+    report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file, select=select, ignore=ignore)
+    if output_format == "json":
+        click.echo(to_json(report.to_dict()))
+    elif output_format == "github":
+        text = render_github(report.findings)
+        if text:
+            click.echo(text)
+    else:
+        from onnxdoctor.report.table import render_inspect
+
+        click.echo(render_inspect(report))
+    raise SystemExit(report.exit_code)

@@ -1,0 +1,146 @@
+"""Run the static inspection of a path: load -> signature -> inspectors -> one report.
+
+This is the library entry point the CLI and the pytest plugin share; it never writes a file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from onnxdoctor import __version__
+from onnxdoctor.context import Context
+from onnxdoctor.findings import Finding, Severity, sort_findings
+from onnxdoctor.model.contract import StepContract, build_contract
+from onnxdoctor.model.load import Bundle, ModelFile, load
+from onnxdoctor.model.roles import RoleMap
+from onnxdoctor.model.signature import Signature, build_signature
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class FileReport:
+    model_file: ModelFile
+    signature: Signature
+    step0: StepContract
+    stepn: StepContract
+
+    def to_dict(self) -> dict[str, Any]:
+        sig = self.signature
+        kv = sig.kv
+        kv_layout: dict[str, Any] | None = None
+        if kv is not None:
+            kv_layout = {
+                "layers": kv.layers,
+                "kv_heads": kv.kv_heads,
+                "head_dim": kv.head_dim,
+                "cache_axis": kv.cache_axis,
+                "axes": kv.axes.to_dict(),
+                "dtype": kv.dtype,
+                "merged": kv.merged,
+                "cross_attention": kv.cross_attention,
+                "stacked": kv.stacked,
+                "mode": kv.mode,
+                "pairs": [
+                    {
+                        "layer": p.layer,
+                        "attention": p.attention,
+                        "part": p.part,
+                        "past": p.past.name if p.past else None,
+                        "present": p.present.name if p.present else None,
+                    }
+                    for p in kv.pairs
+                ],
+            }
+        return {
+            "file": sig.file,
+            "file_role": sig.file_role,
+            "kind": sig.kind,
+            "producer": sig.producer,
+            "opset": sig.opset,
+            "size_bytes": self.model_file.size_bytes,
+            "external_data": self.model_file.external_files,
+            "merged_if_node": sig.merged_if_node,
+            "contrib_attention_ops": sig.contrib_attention_ops,
+            "inputs": [t.to_dict() for t in sig.inputs],
+            "outputs": [t.to_dict() for t in sig.outputs],
+            "kv_layout": kv_layout,
+            "step0": self.step0.to_dict(),
+            "stepn": self.stepn.to_dict(),
+        }
+
+
+@dataclass
+class InspectReport:
+    path: str
+    files: list[FileReport]
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.severity is Severity.ERROR for f in self.findings)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.has_errors else 0
+
+    def counts(self) -> dict[str, int]:
+        return {s.value: sum(1 for f in self.findings if f.severity is s) for s in Severity}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "tool": {"name": "onnxdoctor", "version": __version__},
+            "command": "inspect",
+            "path": self.path,
+            "files": [f.to_dict() for f in self.files],
+            "summary": self.counts(),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def _matches(code: str, patterns: tuple[str, ...]) -> bool:
+    return any(code.upper().startswith(p.upper()) for p in patterns)
+
+
+def filter_findings(findings: list[Finding], select: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> list[Finding]:
+    """`--select` keeps codes with one of the prefixes; `--ignore` then drops codes with one."""
+    kept = [f for f in findings if not select or _matches(f.code, select)]
+    return [f for f in kept if not _matches(f.code, ignore)]
+
+
+def inspect_bundle(bundle: Bundle, *, role_map: RoleMap | None = None) -> InspectReport:
+    from onnxdoctor.inspectors import registered_checks
+
+    signatures = [
+        build_signature(model_file, display_name=bundle.display_name(model_file), role_map=role_map)
+        for model_file in bundle.files
+    ]
+    step0_file = next((s for s in signatures if s.kv is not None and s.kv.mode == "no_past"), None)
+    file_reports = []
+    for model_file, signature in zip(bundle.files, signatures):
+        step0, stepn = build_contract(signature, step0_file)
+        file_reports.append(FileReport(model_file, signature, step0, stepn))
+    siblings = {r.signature.file_role: r.signature for r in file_reports}
+    findings: list[Finding] = []
+    for report in file_reports:
+        context = Context(bundle, report.model_file, report.signature, siblings)
+        for _name, check in registered_checks():
+            findings.extend(check(context))
+    return InspectReport(path=str(bundle.path), files=file_reports, findings=sort_findings(findings))
+
+
+def inspect_path(
+    path: str | os.PathLike[str],
+    *,
+    role_map: RoleMap | None = None,
+    only_file: str | None = None,
+    select: tuple[str, ...] = (),
+    ignore: tuple[str, ...] = (),
+) -> InspectReport:
+    """Inspect a .onnx file or an export folder (raises UnusableInputError for unusable input)."""
+    report = inspect_bundle(load(path, only=only_file), role_map=role_map)
+    report.findings = filter_findings(report.findings, select, ignore)
+    return report

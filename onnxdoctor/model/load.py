@@ -1,0 +1,212 @@
+"""Load a model file or an export folder into a Bundle: graphs without weights, checked for safety.
+
+Nothing here writes anywhere. External data is never read, only located: its files must exist, lie
+inside the model's folder and be long enough for the offsets the model names, because a model that
+points elsewhere is either broken or unsafe to hand to a runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from onnxdoctor.errors import UnusableInputError
+from onnxdoctor.model.slim import WireFormatError, load_slim, stripped_bytes
+
+# optimum's file names, in the order a decoding client uses them.
+OPTIMUM_FILE_ROLES: dict[str, str] = {
+    "encoder_model.onnx": "encoder",
+    "decoder_model_merged.onnx": "decoder_merged",
+    "decoder_model.onnx": "decoder",
+    "decoder_with_past_model.onnx": "decoder_with_past",
+    "model.onnx": "model",
+}
+
+
+@dataclass
+class ModelFile:
+    """One .onnx file: its weight-less graph and where it came from."""
+
+    path: Path
+    proto: onnx.ModelProto
+    file_role: str  # encoder | decoder | decoder_with_past | decoder_merged | model | other
+    size_bytes: int
+    external_files: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def graph(self) -> onnx.GraphProto:
+        return self.proto.graph
+
+    @property
+    def opset(self) -> int | None:
+        for entry in self.proto.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                return entry.version
+        return None
+
+    @property
+    def producer(self) -> str:
+        return f"{self.proto.producer_name} {self.proto.producer_version}".strip()
+
+    def stripped_initializers(self) -> dict[str, int]:
+        """Initializer name -> bytes left unread (weights are never needed to inspect)."""
+        result: dict[str, int] = {}
+        for tensor in self.graph.initializer:
+            skipped = stripped_bytes(tensor)
+            if skipped is not None:
+                result[tensor.name] = skipped
+        return result
+
+
+@dataclass
+class Bundle:
+    """What the user pointed at: one file, or the model files of an export folder."""
+
+    path: Path
+    folder: Path
+    files: list[ModelFile]
+
+    def by_role(self, file_role: str) -> ModelFile | None:
+        for model_file in self.files:
+            if model_file.file_role == file_role:
+                return model_file
+        return None
+
+    @property
+    def encoder(self) -> ModelFile | None:
+        return self.by_role("encoder")
+
+    def display_name(self, model_file: ModelFile) -> str:
+        """The file as reports name it: relative to the folder the user gave."""
+        if self.path.is_dir():
+            return model_file.name
+        return str(self.path)
+
+
+def load(path: str | os.PathLike[str], *, only: str | None = None) -> Bundle:
+    """Load a .onnx file or an export folder; raise UnusableInputError with a one-line reason."""
+    target = Path(path)
+    if not target.exists():
+        raise UnusableInputError(target, "no such file or folder")
+    if target.is_dir():
+        model_paths = _folder_models(target, only)
+        folder = target
+    else:
+        if only is not None:
+            raise UnusableInputError(target, "--file only applies to a folder")
+        model_paths = [target]
+        folder = target.parent
+    files = [load_file(model_path, folder=folder) for model_path in model_paths]
+    return Bundle(path=target, folder=folder, files=files)
+
+
+def _folder_models(folder: Path, only: str | None) -> list[Path]:
+    candidates = sorted(p for p in folder.iterdir() if p.suffix == ".onnx" and p.is_file())
+    if only is not None:
+        chosen = folder / only
+        if chosen not in candidates:
+            names = ", ".join(p.name for p in candidates) or "none"
+            raise UnusableInputError(folder, f"no model file named {only!r} here (found: {names})")
+        return [chosen]
+    if not candidates:
+        raise UnusableInputError(folder, "no .onnx model file in this folder")
+    known = [folder / name for name in OPTIMUM_FILE_ROLES if (folder / name) in candidates]
+    others = [p for p in candidates if p.name not in OPTIMUM_FILE_ROLES]
+    return known + others
+
+
+def load_file(path: Path, *, folder: Path | None = None) -> ModelFile:
+    """Parse one file without weights and check its external data references."""
+    folder = folder or path.parent
+    if not path.is_file():
+        raise UnusableInputError(path, "not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise UnusableInputError(path, "the file is empty (0 bytes); re-export or re-download it")
+    try:
+        proto = load_slim(path)
+    except WireFormatError as exc:
+        raise UnusableInputError(path, f"not a readable ONNX model: {exc}") from None
+    except OSError as exc:
+        raise UnusableInputError(path, f"cannot read the file: {exc.strerror or exc}") from None
+    _check_is_onnx(path, proto)
+    external_files = _check_external_data(path, proto, folder)
+    file_role = OPTIMUM_FILE_ROLES.get(path.name, "other")
+    return ModelFile(path=path, proto=proto, file_role=file_role, size_bytes=size, external_files=external_files)
+
+
+def _check_is_onnx(path: Path, proto: onnx.ModelProto) -> None:
+    """Protobuf accepts many byte strings; an ONNX model has an IR version, opsets and a graph."""
+    if not proto.HasField("graph") or proto.ir_version <= 0 or len(proto.opset_import) == 0:
+        raise UnusableInputError(
+            path, "not an ONNX model (no graph, IR version or opset inside; is it the right file?)"
+        )
+    if len(proto.graph.input) == 0 and len(proto.graph.output) == 0:
+        raise UnusableInputError(path, "not a usable ONNX model: its graph has no inputs and no outputs")
+
+
+def _iter_tensors(graph: onnx.GraphProto):  # type: ignore[no-untyped-def]
+    """Every TensorProto in a graph, its node attributes and nested subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _iter_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _iter_tensors(subgraph)
+
+
+def _check_external_data(path: Path, proto: onnx.ModelProto, folder: Path) -> list[str]:
+    """Refuse external data that is missing, too short, or outside the model's folder."""
+    base = path.parent.resolve()
+    allowed_root = folder.resolve()
+    lengths: dict[Path, int] = {}
+    for tensor in _iter_tensors(proto.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        label = f"external data of tensor {tensor.name!r}"
+        if not location:
+            raise UnusableInputError(path, f"{label} names no file (empty 'location')")
+        if os.path.isabs(location):
+            raise UnusableInputError(
+                path, f"{label} points to an absolute path {location!r}; refused (must stay in the model's folder)"
+            )
+        resolved = (base / location).resolve()
+        if not resolved.is_relative_to(allowed_root) or not resolved.is_relative_to(base):
+            raise UnusableInputError(
+                path, f"{label} points outside the model's folder ({location!r}); refused"
+            )
+        if not resolved.is_file():
+            raise UnusableInputError(path, f"{label}: file {location!r} is missing next to the model")
+        try:
+            offset = int(info.get("offset", "0") or 0)
+            length = int(info["length"]) if info.get("length") else None
+        except ValueError:
+            raise UnusableInputError(path, f"{label} has a non-numeric offset or length") from None
+        if length is not None:
+            lengths[resolved] = max(lengths.get(resolved, 0), offset + length)
+        else:
+            lengths.setdefault(resolved, offset)
+    for data_file, needed in lengths.items():
+        actual = data_file.stat().st_size
+        if actual < needed:
+            raise UnusableInputError(
+                path,
+                f"external data file {data_file.name!r} is truncated: {actual} bytes, the model needs {needed}",
+            )
+    return sorted(str(p.relative_to(base)) for p in lengths)

@@ -1,0 +1,225 @@
+"""Read an ONNX file's graph without its weights.
+
+`onnx.load` materialises every inline weight: a 500 MB model costs 500 MB+ of memory and a second
+of parsing before anything is inspected. Inspection needs names, types, dims, nodes and the few
+tiny constants (shape targets), never the weights. This module walks the protobuf wire format over
+a memory map and re-encodes the ModelProto with the data of every large tensor left out, so only
+the bytes of the graph structure are touched.
+
+A stripped tensor keeps its name, dims and data type and carries a metadata_props entry
+`onnxdoctor.stripped_bytes`, so later code can tell "weights not read" from "empty tensor".
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import onnx
+
+STRIPPED_KEY = "onnxdoctor.stripped_bytes"
+# Tensors (and messages that may contain them) up to this size are kept whole: shape targets,
+# axes and other small constants are what the inspectors read.
+KEEP_INLINE_BYTES = 4096
+
+_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+
+# Field numbers from onnx.proto (stable: protobuf field numbers never change).
+_MODEL_GRAPH, _MODEL_FUNCTIONS = 7, 25
+_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_SPARSE_INITIALIZER = 1, 5, 15
+_NODE_ATTRIBUTE = 5
+_ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS = 5, 6, 10, 11
+_ATTR_SPARSE_TENSOR, _ATTR_SPARSE_TENSORS = 22, 23
+_SPARSE_VALUES, _SPARSE_INDICES = 1, 2
+_FUNCTION_NODE = 7
+_TENSOR_KEEP_FIELDS = frozenset({1, 2, 3, 8, 12, 13, 14, 16})  # dims, type, segment, name, doc, external
+_TENSOR_METADATA_PROPS = 16
+
+
+class WireFormatError(ValueError):
+    """The bytes are not a well-formed protobuf message (truncated, or not protobuf at all)."""
+
+
+def _read_varint(buf: memoryview | bytes, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end:
+            raise WireFormatError("message ends inside a number (truncated file?)")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise WireFormatError("malformed number in message")
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def iter_fields(buf: memoryview | bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """Yield (field number, wire type, field start, payload start, payload end) for each field."""
+    pos = start
+    while pos < end:
+        field_start = pos
+        key, pos = _read_varint(buf, pos, end)
+        number, wire_type = key >> 3, key & 7
+        if number == 0:
+            raise WireFormatError("field number 0 is not valid protobuf")
+        if wire_type == _VARINT:
+            _, pos_after = _read_varint(buf, pos, end)
+            yield number, wire_type, field_start, pos, pos_after
+            pos = pos_after
+        elif wire_type == _LEN:
+            length, payload = _read_varint(buf, pos, end)
+            pos = payload + length
+            if pos > end:
+                raise WireFormatError(
+                    f"a field claims {length} bytes but the message ends {pos - end} bytes early "
+                    "(truncated file?)"
+                )
+            yield number, wire_type, field_start, payload, pos
+        elif wire_type == _FIXED64:
+            if pos + 8 > end:
+                raise WireFormatError("message ends inside a 64-bit field (truncated file?)")
+            yield number, wire_type, field_start, pos, pos + 8
+            pos += 8
+        elif wire_type == _FIXED32:
+            if pos + 4 > end:
+                raise WireFormatError("message ends inside a 32-bit field (truncated file?)")
+            yield number, wire_type, field_start, pos, pos + 4
+            pos += 4
+        else:
+            raise WireFormatError(f"wire type {wire_type} is not used by ONNX (not an ONNX file?)")
+
+
+_Slimmer = Callable[[memoryview, int, int], bytes]
+
+
+def _rewrite(buf: memoryview, start: int, end: int, children: dict[int, _Slimmer]) -> bytes:
+    """Copy a message, passing the named length-delimited fields through their slimmer."""
+    if end - start <= KEEP_INLINE_BYTES:
+        # Small messages cannot hold anything worth skipping; still validate their framing.
+        for _ in iter_fields(buf, start, end):
+            pass
+        return bytes(buf[start:end])
+    out: list[bytes] = []
+    for number, wire_type, field_start, payload, payload_end in iter_fields(buf, start, end):
+        slimmer = children.get(number) if wire_type == _LEN else None
+        if slimmer is None:
+            out.append(bytes(buf[field_start:payload_end]))
+            continue
+        child = slimmer(buf, payload, payload_end)
+        out.append(_encode_varint((number << 3) | _LEN))
+        out.append(_encode_varint(len(child)))
+        out.append(child)
+    return b"".join(out)
+
+
+def _slim_tensor(buf: memoryview, start: int, end: int) -> bytes:
+    if end - start <= KEEP_INLINE_BYTES:
+        return _rewrite(buf, start, end, {})
+    out: list[bytes] = []
+    skipped = 0
+    for number, _wire_type, field_start, _payload, payload_end in iter_fields(buf, start, end):
+        if number in _TENSOR_KEEP_FIELDS:
+            out.append(bytes(buf[field_start:payload_end]))
+        else:
+            skipped += payload_end - field_start
+    if skipped:
+        marker = onnx.StringStringEntryProto(key=STRIPPED_KEY, value=str(skipped)).SerializeToString()
+        out.append(_encode_varint((_TENSOR_METADATA_PROPS << 3) | _LEN))
+        out.append(_encode_varint(len(marker)))
+        out.append(marker)
+    return b"".join(out)
+
+
+def _slim_sparse(buf: memoryview, start: int, end: int) -> bytes:
+    return _rewrite(buf, start, end, {_SPARSE_VALUES: _slim_tensor, _SPARSE_INDICES: _slim_tensor})
+
+
+def _slim_attribute(buf: memoryview, start: int, end: int) -> bytes:
+    return _rewrite(
+        buf,
+        start,
+        end,
+        {
+            _ATTR_T: _slim_tensor,
+            _ATTR_G: _slim_graph,
+            _ATTR_TENSORS: _slim_tensor,
+            _ATTR_GRAPHS: _slim_graph,
+            _ATTR_SPARSE_TENSOR: _slim_sparse,
+            _ATTR_SPARSE_TENSORS: _slim_sparse,
+        },
+    )
+
+
+def _slim_node(buf: memoryview, start: int, end: int) -> bytes:
+    return _rewrite(buf, start, end, {_NODE_ATTRIBUTE: _slim_attribute})
+
+
+def _slim_graph(buf: memoryview, start: int, end: int) -> bytes:
+    return _rewrite(
+        buf,
+        start,
+        end,
+        {
+            _GRAPH_NODE: _slim_node,
+            _GRAPH_INITIALIZER: _slim_tensor,
+            _GRAPH_SPARSE_INITIALIZER: _slim_sparse,
+        },
+    )
+
+
+def _slim_function(buf: memoryview, start: int, end: int) -> bytes:
+    return _rewrite(buf, start, end, {_FUNCTION_NODE: _slim_node})
+
+
+def _slim_model(buf: memoryview, start: int, end: int) -> bytes:
+    return _rewrite(buf, start, end, {_MODEL_GRAPH: _slim_graph, _MODEL_FUNCTIONS: _slim_function})
+
+
+def slim_model_bytes(data: bytes | memoryview) -> bytes:
+    """The serialized ModelProto with large tensor payloads removed (raises WireFormatError)."""
+    view = memoryview(data)
+    return _slim_model(view, 0, len(view))
+
+
+def load_slim(path: Path) -> onnx.ModelProto:
+    """Parse `path` into a ModelProto whose large tensors carry no data (see module docstring)."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        if size == 0:
+            raise WireFormatError("the file is empty")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                slim = slim_model_bytes(view)
+            finally:
+                view.release()
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(slim)
+    except Exception as exc:  # protobuf raises DecodeError / RuntimeError depending on backend
+        raise WireFormatError(f"protobuf could not parse it ({exc})") from exc
+    return model
+
+
+def stripped_bytes(tensor: onnx.TensorProto) -> int | None:
+    """How many payload bytes were left unread for this tensor, or None if it is complete."""
+    for entry in tensor.metadata_props:
+        if entry.key == STRIPPED_KEY:
+            return int(entry.value)
+    return None
