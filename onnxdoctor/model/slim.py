@@ -197,6 +197,17 @@ def slim_model_bytes(data: bytes | memoryview) -> bytes:
     return _slim_model(view, 0, len(view))
 
 
+def _slim_mapped(mapped: mmap.mmap) -> tuple[bytes, str | None]:
+    """Slim a mapped file; errors come back as text so no traceback pins views of the map."""
+    view = memoryview(mapped)
+    try:
+        return slim_model_bytes(view), None
+    except WireFormatError as exc:
+        return b"", str(exc)
+    finally:
+        view.release()
+
+
 def load_slim(path: Path) -> onnx.ModelProto:
     """Parse `path` into a ModelProto whose large tensors carry no data (see module docstring)."""
     with open(path, "rb") as handle:
@@ -204,11 +215,9 @@ def load_slim(path: Path) -> onnx.ModelProto:
         if size == 0:
             raise WireFormatError("the file is empty")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                slim = slim_model_bytes(view)
-            finally:
-                view.release()
+            slim, problem = _slim_mapped(mapped)
+    if problem is not None:
+        raise WireFormatError(problem)
     model = onnx.ModelProto()
     try:
         model.ParseFromString(slim)
