@@ -274,5 +274,5 @@ def load_role_map(spec: str | None) -> RoleMap | None:
             entries_list.append((name.strip(), role.strip()))
         entries = tuple(entries_list)
     for pattern, role_text in entries:  # validate early: a typo is a usage error, not a silent miss
-        parse_role_text(role_text, layer=0, origin=pattern)
+        parse_role_text(role_text, layer=0 if "{i}" in pattern else None, origin=pattern)
     return RoleMap(entries)

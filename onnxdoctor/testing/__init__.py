@@ -1,0 +1,1 @@
+"""Helpers for testing onnxdoctor: synthetic decoder models (see synth.py) that need no downloads."""
