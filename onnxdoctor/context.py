@@ -1,10 +1,17 @@
-"""What every check sees: the loaded file, its Signature, and the other files of the same export."""
+"""What every check sees: the loaded file, its Signature, and the other files of the same export.
+
+Graph analyses several checks need (inferred shapes, how presents are built) are computed once,
+on first use, and shared.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from onnxdoctor.findings import Location
+from onnxdoctor.model.cache_flow import PresentSource, trace_presents
+from onnxdoctor.model.graph import GraphView
 from onnxdoctor.model.load import Bundle, ModelFile
 from onnxdoctor.model.signature import Signature
 
@@ -23,3 +30,12 @@ class Context:
     def at(self, kind: str, name: str | None = None, axis: int | None = None, step: int | None = None) -> Location:
         """A Location in this file."""
         return Location(file=self.file, kind=kind, name=name, axis=axis, step=step)
+
+    @cached_property
+    def graph(self) -> GraphView:
+        return GraphView(self.model_file.proto)
+
+    @cached_property
+    def present_sources(self) -> dict[str, PresentSource]:
+        """Present output name -> how it is built from its past."""
+        return {s.pair.present.name: s for s in trace_presents(self.graph, self.signature) if s.pair.present}

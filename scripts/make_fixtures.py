@@ -157,13 +157,18 @@ def _export_optimum(
     keep: tuple[str, ...] | None = None,
     no_post_process: bool = False,
     dtype: str = "fp32",
+    extra_flags: dict[str, Any] | None = None,
 ) -> Settings:
-    """Seed, build and save a random HF model, export it with optimum, copy the ONNX files (or only `keep`)."""
+    """Seed, build and save a random HF model, export it with optimum, copy the ONNX files (or only `keep`).
+
+    `extra_flags` go to `main_export` as well (the broken fixtures use `no_dynamic_axes`).
+    """
     from optimum.exporters.onnx import main_export
 
     torch.manual_seed(SEED)
     model = model_cls(config_cls(**config)).eval()
-    flags = {"no_post_process": no_post_process, "dtype": dtype, "device": "cpu", "do_validation": True}
+    flags = {"no_post_process": no_post_process, "dtype": dtype, "device": "cpu", "do_validation": True,
+             **(extra_flags or {})}
     with tempfile.TemporaryDirectory() as tmp:
         src, exported = Path(tmp, "src"), Path(tmp, "onnx")
         model.save_pretrained(src)

@@ -10,7 +10,7 @@ Usage: python scripts/make_synthetic_fixtures.py [--out fixtures/synthetic]
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import onnx
@@ -27,6 +27,18 @@ def describe(spec: DecoderSpec) -> str:
     return ", ".join(f"{f.name}={getattr(spec, f.name)!r}" for f in changed)
 
 
+def no_kv_cache_decoder() -> onnx.ModelProto:
+    """A decoder exported without a cache (like optimum's `text-generation` task): logits only.
+
+    Why: the no-kv-cache rule (ODS001) needs a real decoder that recomputes every step.
+    """
+    model = build_decoder(replace(FIXTURES["plain-kv.onnx"], with_past=False))
+    logits = [o for o in model.graph.output if o.name == "logits"]
+    del model.graph.output[:]
+    model.graph.output.extend(logits)
+    return model
+
+
 def main(argv: list[str] | None = None) -> None:
     """Build, check and save every fixture, printing one line per file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,6 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         path = args.out / name
         onnx.save(model, path)
         print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KB): {describe(spec)}")
+    path = args.out / "no-kv-cache.onnx"
+    model = no_kv_cache_decoder()
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KB): decoder without a cache (logits only)")
 
 
 if __name__ == "__main__":

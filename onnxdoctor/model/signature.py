@@ -383,5 +383,45 @@ def build_signature(model_file: ModelFile, *, display_name: str | None = None, r
     )
 
 
+# What each axis of a role's tensor means (for non-cache roles; cache axes come from CacheAxes).
+_ROLE_AXES: dict[str, dict[int, str]] = {
+    roles.INPUT_IDS: {0: "batch", 1: "sequence"},
+    roles.TOKEN_TYPE_IDS: {0: "batch", 1: "sequence"},
+    roles.POSITION_IDS: {0: "batch", 1: "sequence"},
+    roles.INPUTS_EMBEDS: {0: "batch", 1: "sequence"},
+    roles.ATTENTION_MASK: {0: "batch", 1: "total"},
+    roles.CACHE_POSITION: {0: "sequence"},
+    roles.ENCODER_HIDDEN_STATES: {0: "batch", 1: "encoder"},
+    roles.ENCODER_ATTENTION_MASK: {0: "batch", 1: "encoder"},
+    roles.LOGITS: {0: "batch", 1: "sequence"},
+    roles.HIDDEN_STATES: {0: "batch", 1: "sequence"},
+}
+
+
+def axis_roles(signature: Signature, tensor: TensorSig) -> dict[int, str]:
+    """Axis -> batch | sequence | total | cache | encoder for one input or output.
+
+    `total` is past + new tokens (attention_mask, self-attention presents), `cache` the past length,
+    `encoder` the encoder sequence (cross-attention caches and encoder inputs).
+    """
+    if tensor.dims is None:
+        return {}
+    rank = len(tensor.dims)
+    if tensor.cache is not None:
+        kv = signature.kv
+        pair = next((p for p in kv.pairs if tensor in (p.past, p.present)), None) if kv else None
+        if pair is None or pair.axes is None or pair.axes.rank != rank:
+            return {}
+        if tensor.cache.attention == "cross":
+            length = "encoder"
+        else:
+            length = "cache" if tensor.io == "input" else "total"
+        return {pair.axes.batch: "batch", pair.axes.cache: length}
+    table = _ROLE_AXES.get(tensor.role, {})
+    if tensor.role == roles.LOGITS and rank == 2:
+        return {0: "batch"}  # last-token logits [batch, vocab]
+    return {axis: meaning for axis, meaning in table.items() if axis < rank}
+
+
 def describe_tensor(tensor: TensorSig) -> str:
     return f"{tensor.name} {tensor.dtype}{format_dims(tensor.dims)}"

@@ -608,6 +608,7 @@ FIXTURES: dict[str, DecoderSpec] = {
     "plain-kv.onnx": replace(_FIXTURE_BASE, naming="plain"),
     "optimum-gqa.onnx": replace(_FIXTURE_BASE, kv_heads=2),
     "optimum-seq2seq-merged.onnx": replace(_FIXTURE_BASE, seq2seq=True, merged=True),
+    "static-encoder-axis.onnx": replace(_FIXTURE_BASE, seq2seq=True, static_dims={ENC: 7}),
     **{f"defect-{defect}.onnx": replace(_FIXTURE_BASE, defect=defect) for defect in DEFECTS},
 }
 """Committed fixtures (file name -> spec), written by scripts/make_synthetic_fixtures.py."""

@@ -47,7 +47,7 @@ def test_healthy_synthetic_layouts_have_no_problem(name: str) -> None:
 
 def test_merged_decoder_info_and_position_ids_info() -> None:
     codes = [f.code for f in inspect_path(SYNTHETIC / "optimum-seq2seq-merged.onnx").findings]
-    assert codes == ["ODS010", "ODS011"]
+    assert codes == ["ODP304", "ODS010", "ODS011"]
 
 
 def test_fp16_io_is_reported_as_info() -> None:

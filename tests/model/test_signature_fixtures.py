@@ -59,7 +59,7 @@ def test_every_fixture_model_is_listed() -> None:
     real = {
         (p.parent.name, p.name)
         for p in FIXTURES.glob("*/*.onnx")
-        if p.parent.name != "synthetic"
+        if p.parent.name != "synthetic" and not p.parent.name.startswith("broken-")
     }
     assert real == set(EXPECTED)
 
@@ -113,7 +113,7 @@ def test_merged_decoder_contract_switches_cache_branch() -> None:
     assert ", 0," in step0["past_key_values.0.decoder.key"].shape
     assert "step 0" in stepn["past_key_values.0.encoder.key"].value
     assert "present.0.decoder.key" in stepn["past_key_values.0.decoder.key"].value
-    assert [f.code for f in report.findings] == ["ODS010"]
+    assert [f.code for f in report.findings] == ["ODP304", "ODS010"]
 
 
 def test_unmerged_seq2seq_contract_points_to_decoder_model_for_cross_cache() -> None:

@@ -1,0 +1,194 @@
+"""A navigable view of a model's graphs: producers, consumers, constants and inferred shapes.
+
+Inspectors walk data flow backwards (where does this present come from? what feeds this Reshape's
+shape?), also inside `If` branches that read outer-scope names. Shapes come from ONNX shape
+inference with data propagation, run once per file on the weight-less model; when inference fails
+the view still works, with fewer shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxdoctor.model.dims import Dim, dims_of
+from onnxdoctor.model.slim import stripped_bytes
+
+# Ops through which only a tensor's *shape* flows, never its values.
+SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
+# Ops that pass their first input through without changing values or layout.
+PASS_THROUGH_OPS = frozenset({"Identity", "Cast", "CastLike"})
+
+
+@dataclass
+class Scope:
+    """One graph (the main graph or a subgraph) with lookups that fall back to enclosing graphs."""
+
+    graph: onnx.GraphProto
+    path: str
+    parent: Scope | None = None
+    owner: onnx.NodeProto | None = None  # the node whose attribute holds this subgraph
+    producers: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
+    initializers: dict[str, onnx.TensorProto] = field(default_factory=dict)
+    shapes: dict[str, tuple[Dim, ...]] = field(default_factory=dict)
+    elem_types: dict[str, int] = field(default_factory=dict)
+    graph_inputs: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for node in self.graph.node:
+            for output in node.output:
+                if output:
+                    self.producers[output] = node
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+        self.initializers = {t.name: t for t in self.graph.initializer}
+        self.graph_inputs = {v.name for v in self.graph.input}
+        for value in list(self.graph.input) + list(self.graph.output) + list(self.graph.value_info):
+            dims = dims_of(value)
+            if dims is not None:
+                self.shapes[value.name] = dims
+            if value.type.HasField("tensor_type"):
+                self.elem_types[value.name] = value.type.tensor_type.elem_type
+
+    def chain(self) -> Iterator[Scope]:
+        scope: Scope | None = self
+        while scope is not None:
+            yield scope
+            scope = scope.parent
+
+    def producer(self, name: str) -> tuple[onnx.NodeProto, Scope] | None:
+        """The node producing `name`, searching enclosing graphs for outer-scope names."""
+        for scope in self.chain():
+            if name in scope.producers:
+                return scope.producers[name], scope
+            if name in scope.initializers or name in scope.graph_inputs:
+                return None
+        return None
+
+    def is_graph_input(self, name: str) -> bool:
+        for scope in self.chain():
+            if name in scope.producers or name in scope.initializers:
+                return False
+            if name in scope.graph_inputs:
+                return scope.parent is None
+        return False
+
+    def shape(self, name: str) -> tuple[Dim, ...] | None:
+        for scope in self.chain():
+            if name in scope.shapes:
+                return scope.shapes[name]
+            if name in scope.initializers:
+                return tuple(Dim(value=int(d)) for d in scope.initializers[name].dims)
+        return None
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of a constant tensor (initializer or Constant node), if it was read."""
+        for scope in self.chain():
+            if name in scope.initializers:
+                tensor = scope.initializers[name]
+                return None if stripped_bytes(tensor) is not None else numpy_helper.to_array(tensor)
+            node = scope.producers.get(name)
+            if node is not None:
+                return _constant_node_value(node) if node.op_type == "Constant" else None
+        return None
+
+    def node_label(self, node: onnx.NodeProto) -> str:
+        """`name (OpType)` with the subgraph path, so users can find the node in Netron."""
+        name = node.name or f"<unnamed {node.op_type} -> {node.output[0] if node.output else '?'}>"
+        where = f" in {self.path}" if self.path else ""
+        return f"{name} ({node.op_type}){where}"
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attribute in node.attribute:
+        if attribute.name == "value":
+            if stripped_bytes(attribute.t) is not None:
+                return None
+            return numpy_helper.to_array(attribute.t)
+        if attribute.name == "value_int":
+            return np.array(attribute.i, dtype=np.int64)
+        if attribute.name == "value_ints":
+            return np.array(list(attribute.ints), dtype=np.int64)
+        if attribute.name == "value_float":
+            return np.array(attribute.f, dtype=np.float32)
+        if attribute.name == "value_floats":
+            return np.array(list(attribute.floats), dtype=np.float32)
+    return None
+
+
+def attribute_int(node: onnx.NodeProto, name: str, default: int) -> int:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return int(attribute.i)
+    return default
+
+
+class GraphView:
+    """All scopes of a model; built once per file and shared by the inspectors."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.inference_error: str | None = None
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        except Exception as exc:  # noqa: BLE001 - inference is a help, never a requirement
+            self.inference_error = f"{type(exc).__name__}: {exc}"
+            inferred = model
+        self.model = inferred
+        self.main = Scope(inferred.graph, "")
+        self.scopes: list[Scope] = [self.main]
+        self._collect(self.main)
+        # protobuf returns the same wrapper for a submessage each time, so ids identify subgraphs
+        self._scope_by_graph = {id(scope.graph): scope for scope in self.scopes}
+
+    def _collect(self, scope: Scope) -> None:
+        for index, node in enumerate(scope.graph.node):
+            for attribute in node.attribute:
+                subgraphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
+                for subgraph in subgraphs:
+                    label = node.name or f"{node.op_type}#{index}"
+                    path = f"{scope.path + ' / ' if scope.path else ''}{label}.{attribute.name}"
+                    child = Scope(subgraph, path, parent=scope, owner=node)
+                    self.scopes.append(child)
+                    self._collect(child)
+
+    def subgraph_scope(self, subgraph: onnx.GraphProto) -> Scope | None:
+        return self._scope_by_graph.get(id(subgraph))
+
+    def nodes(self) -> Iterator[tuple[onnx.NodeProto, Scope]]:
+        for scope in self.scopes:
+            for node in scope.graph.node:
+                yield node, scope
+
+    def value_ancestors(self, name: str, scope: Scope, limit: int = 20000) -> set[str]:
+        """Names of every tensor whose *values* flow into `name` (not through Shape/Size)."""
+        seen: set[str] = set()
+        stack: list[tuple[str, Scope]] = [(name, scope)]
+        while stack and len(seen) < limit:
+            current, current_scope = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            found = current_scope.producer(current)
+            if found is None:
+                continue
+            node, node_scope = found
+            if node.op_type in SHAPE_ONLY_OPS:
+                continue
+            for parent in node.input:
+                if parent:
+                    stack.append((parent, node_scope))
+            for attribute in node.attribute:  # values captured by subgraphs (If branches)
+                subgraphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
+                for subgraph in subgraphs:
+                    child = self._scope_by_graph.get(id(subgraph))
+                    if child is None:
+                        continue
+                    for output in subgraph.output:
+                        stack.append((output.name, child))
+        return seen
