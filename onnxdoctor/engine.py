@@ -26,6 +26,7 @@ class FileReport:
     signature: Signature
     step0: StepContract
     stepn: StepContract
+    reshapes: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         sig = self.signature
@@ -69,6 +70,7 @@ class FileReport:
             "kv_layout": kv_layout,
             "step0": self.step0.to_dict(),
             "stepn": self.stepn.to_dict(),
+            **({} if self.reshapes is None else {"reshapes": self.reshapes}),
         }
 
 
@@ -111,8 +113,9 @@ def filter_findings(findings: list[Finding], select: tuple[str, ...] = (), ignor
     return [f for f in kept if not _matches(f.code, ignore)]
 
 
-def inspect_bundle(bundle: Bundle, *, role_map: RoleMap | None = None) -> InspectReport:
+def inspect_bundle(bundle: Bundle, *, role_map: RoleMap | None = None, reshapes: bool = False) -> InspectReport:
     from onnxdoctor.inspectors import registered_checks
+    from onnxdoctor.inspectors.reshape_tracer import analyse_reshapes
 
     signatures = [
         build_signature(model_file, display_name=bundle.display_name(model_file), role_map=role_map)
@@ -129,6 +132,10 @@ def inspect_bundle(bundle: Bundle, *, role_map: RoleMap | None = None) -> Inspec
         context = Context(bundle, report.model_file, report.signature, siblings)
         for _name, check in registered_checks():
             findings.extend(check(context))
+        if reshapes:
+            report.reshapes = [
+                {**trace.to_dict(), "findings": [f.code for f in found]} for trace, found in analyse_reshapes(context)
+            ]
     return InspectReport(path=str(bundle.path), files=file_reports, findings=sort_findings(findings))
 
 
@@ -139,8 +146,9 @@ def inspect_path(
     only_file: str | None = None,
     select: tuple[str, ...] = (),
     ignore: tuple[str, ...] = (),
+    reshapes: bool = False,
 ) -> InspectReport:
     """Inspect a .onnx file or an export folder (raises UnusableInputError for unusable input)."""
-    report = inspect_bundle(load(path, only=only_file), role_map=role_map)
+    report = inspect_bundle(load(path, only=only_file), role_map=role_map, reshapes=reshapes)
     report.findings = filter_findings(report.findings, select, ignore)
     return report

@@ -13,6 +13,7 @@ from onnxdoctor.cli.options import file_option, format_option, model_path_argume
 @role_map_option
 @file_option
 @select_ignore_options
+@click.option("--reshapes", is_flag=True, help="Also list every Reshape with the provenance of its target shape.")
 def inspect_command(
     path: str,
     output_format: str,
@@ -20,6 +21,7 @@ def inspect_command(
     only_file: str | None,
     select: tuple[str, ...],
     ignore: tuple[str, ...],
+    reshapes: bool,
 ) -> None:
     """Print the I/O signature, KV-cache layout, feeding contract and findings of PATH.
 
@@ -30,7 +32,7 @@ def inspect_command(
     from onnxdoctor.model.roles import load_role_map
     from onnxdoctor.report import render_github, to_json
 
-    report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file, select=select, ignore=ignore)
+    report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file, select=select, ignore=ignore, reshapes=reshapes)
     if output_format == "json":
         click.echo(to_json(report.to_dict()))
     elif output_format == "github":

@@ -73,9 +73,17 @@ class Entry:
     source: str  # constant | dim | computed | unknown
     text: str
     dims: tuple[tuple[str, int], ...] = ()  # (tensor, axis) of every Shape() this entry reads
+    symbol: str | None = None  # the symbolic dim it reads, when known (e.g. batch_size)
+
+    @property
+    def short(self) -> str:
+        """Compact form for tables: the symbol it follows, else the value, else the expression."""
+        if self.value is not None:
+            return str(self.value)
+        return self.symbol or self.text
 
     def to_dict(self) -> dict[str, object]:
-        return {"value": self.value, "source": self.source, "text": self.text}
+        return {"value": self.value, "source": self.source, "text": self.text, "symbol": self.symbol}
 
 
 @dataclass
@@ -120,7 +128,7 @@ def _shape_entries(tensor: str, scope: Scope, start: int, end: int | None) -> li
     start = start + rank if start < 0 else start
     stop = rank if end is None else (end + rank if end < 0 else min(end, rank))
     return [
-        Entry(dims[a].value, "dim", f"Shape({tensor})[{a}]", ((tensor, a),))
+        Entry(dims[a].value, "dim", f"Shape({tensor})[{a}]", ((tensor, a),), dims[a].param or None)
         for a in range(max(start, 0), max(stop, 0))
     ]
 
@@ -185,7 +193,8 @@ def trace_entries(name: str, scope: Scope, depth: int = 0) -> list[Entry] | None
             if a.value is not None and b.value is not None and not (op == "Div" and b.value == 0):
                 known = {"+": a.value + b.value, "-": a.value - b.value, "*": a.value * b.value, "/": a.value // b.value if b.value else 0}[symbol]
             source_kind = "constant" if a.source == b.source == "constant" else "computed"
-            combined.append(Entry(known, source_kind, f"{a.text} {symbol} {b.text}", a.dims + b.dims))
+            readable = f"{a.short} {symbol} {b.short}" if a.symbol or b.symbol else None
+            combined.append(Entry(known, source_kind, f"{a.text} {symbol} {b.text}", a.dims + b.dims, readable))
         return combined
     return fallback
 
@@ -283,18 +292,27 @@ def _baked(trace: ReshapeTrace, symbols: dict[str, str]) -> list[tuple[int, int 
     return baked
 
 
-@inspector
-def check_reshapes(ctx: Context) -> Iterator[Finding]:
+def analyse_reshapes(ctx: Context) -> list[tuple[ReshapeTrace, list[Finding]]]:
+    """Every Reshape with its findings; `inspect --reshapes` lists this, the check yields the findings."""
     signature = ctx.signature
     if signature.kind != "decoder":
-        return
+        return [(trace, []) for trace in trace_reshapes(ctx)]
     symbols = _role_symbols(ctx)
     kv = signature.kv
     empty_symbols = _cache_symbols(ctx) if kv is not None and kv.mode in ("with_past", "past_only") else set()
+    result = []
     for trace in trace_reshapes(ctx):
-        yield from _check_baked(ctx, trace, symbols)
+        findings = list(_check_baked(ctx, trace, symbols))
         if trace.allowzero == 0 and empty_symbols:
-            yield from _check_zero(ctx, trace, empty_symbols)
+            findings.extend(_check_zero(ctx, trace, empty_symbols))
+        result.append((trace, findings))
+    return result
+
+
+@inspector
+def check_reshapes(ctx: Context) -> Iterator[Finding]:
+    for _trace, findings in analyse_reshapes(ctx):
+        yield from findings
 
 
 def _check_baked(ctx: Context, trace: ReshapeTrace, symbols: dict[str, str]) -> Iterator[Finding]:

@@ -120,7 +120,42 @@ def render_file(report: FileReport) -> str:
         parts.append("")
         parts.extend(_contract_table("Step 0 feeds", report.step0))
         parts.extend(_contract_table("Step n feeds", report.stepn))
+    if report.reshapes is not None:
+        parts.extend(["", _reshape_table(report.reshapes)])
     return "\n".join(parts)
+
+
+def _entry_text(entry: dict[str, object]) -> str:
+    if entry["value"] is not None:
+        return str(entry["value"]) + ("" if entry["source"] == "constant" else "*")
+    return str(entry["symbol"] or entry["text"])
+
+
+def _reshape_table(reshapes: list[dict[str, object]]) -> str:
+    if not reshapes:
+        return "Reshapes: none"
+    rows = []
+    for item in reshapes:
+        target = item["target"]
+        if isinstance(target, list):
+            shown = "[" + ", ".join(_entry_text(e) for e in target) + "]"  # type: ignore[arg-type]
+        else:
+            shown = "? (not traceable)"
+        data_shape = item["data_shape"]
+        node = str(item["node"]) + ("" if item["graph"] == "main" else f"  (in {item['graph']})")
+        rows.append(
+            [
+                node,
+                "[" + ", ".join(data_shape) + "]" if isinstance(data_shape, list) else "?",  # type: ignore[arg-type]
+                textwrap.shorten(shown, 70),
+                item["allowzero"],
+                ", ".join(item["findings"]) or "ok",  # type: ignore[arg-type]
+            ]
+        )
+    return f"Reshapes ({len(rows)})\n" + tabulate(rows, headers=["node", "data shape", "target shape", "allowzero", "verdict"], tablefmt="simple") + (
+        "\n  (target entries: numbers are constants, n* a static dim read with Shape(), names the symbolic dims "
+        "read with Shape(), ? untraced; --format json has each entry's full provenance)"
+    )
 
 
 def render_findings(findings: Iterable[Finding]) -> str:
