@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnx
 
+from onnxdoctor.testing import contrib
 from onnxdoctor.testing.synth import FIXTURES, DecoderSpec, build_decoder
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "fixtures" / "synthetic"
@@ -58,6 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KB): decoder without a cache (logits only)")
+    for name, build in contrib.FIXTURES.items():
+        model = build()
+        onnx.checker.check_model(model, full_check=True)  # onnx has no com.microsoft schemas: those nodes go unchecked
+        path = args.out / name
+        onnx.save(model, path)
+        print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KB): {build.func.__name__}, {build.keywords}")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ EXPECTED: dict[str, tuple[list[tuple[str, str, str, int | None]], list[str]]] = 
     "synthetic/no-kv-cache.onnx": ([], ["ODS001"]),
     "synthetic/static-encoder-axis.onnx": ([("ODA105", "input", "encoder_attention_mask", 1)], ["ODS011"]),
     "synthetic/optimum-gqa.onnx": ([], ["ODS011"]),
+    "synthetic/contrib-gqa.onnx": ([], []),
+    "synthetic/contrib-mha.onnx": ([], []),
     "synthetic/optimum-seq2seq-merged.onnx": ([], ["ODP304", "ODS010", "ODS011"]),
     "synthetic/plain-kv.onnx": ([], ["ODS011"]),
     "synthetic/self-cross-whisper.onnx": ([], []),
@@ -135,3 +137,17 @@ def test_codes_are_unique_and_well_formed() -> None:
     families = {"ODS": "0", "ODA": "1", "ODR": "2", "ODP": "3", "ODX": "4", "ODF": "5"}
     for code in codes:
         assert code[:3] in families and code[3] == families[code[:3]] and len(code) == 6
+
+
+@pytest.mark.parametrize("name,op", [("contrib-gqa.onnx", "GroupQueryAttention"), ("contrib-mha.onnx", "MultiHeadAttention")])
+def test_contrib_attention_ops_are_understood(name: str, op: str) -> None:
+    """The present comes out of the attention op itself: recognized as such, not flagged as detached."""
+    from onnxdoctor.context import Context
+    from onnxdoctor.model.load import load
+    from onnxdoctor.model.signature import build_signature
+
+    bundle = load(FIXTURES / "synthetic" / name)
+    signature = build_signature(bundle.files[0])
+    assert signature.contrib_attention_ops == [op]
+    sources = Context(bundle, bundle.files[0], signature).present_sources
+    assert sources and {s.kind for s in sources.values()} == {"contrib"}

@@ -40,6 +40,7 @@ Both ops accept an empty (length 0) past on CPU, as genai feeds at step 0.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -85,12 +86,15 @@ def build_gqa_decoder(
     """
     multiple = 16 if rotary else 8
     if head_dim % multiple:
-        raise ValueError(f"ORT's CPU GroupQueryAttention needs head_dim % {multiple} == 0 (rotary={rotary}), got {head_dim}")
+        raise ValueError(
+            f"ORT's CPU GroupQueryAttention needs head_dim % {multiple} == 0 (rotary={rotary}), got {head_dim}"
+        )
     spec = DecoderSpec(layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, seed=seed)
     g = _Graph()
     attended = g.op("ReduceSum", ["attention_mask", g.const([1])], keepdims=0)
     seqlens_k = g.op("Cast", [g.op("Sub", [attended, g.const(1)])], to=TensorProto.INT32)
-    total = g.op("Cast", [g.op("Gather", [g.op("Shape", ["attention_mask"]), g.const(1)], axis=0)], to=TensorProto.INT32)
+    total_len = g.op("Gather", [g.op("Shape", ["attention_mask"]), g.const(1)], axis=0)  # int64 scalar
+    total = g.op("Cast", [total_len], to=TensorProto.INT32)
     rope: list[str] = []
     if rotary:
         rope = ["cos_cache", "sin_cache"]
@@ -194,3 +198,13 @@ def _outputs(spec: DecoderSpec) -> list[onnx.ValueInfoProto]:
     shape = [BATCH, spec.kv_heads, TOTAL, spec.head_dim]
     outputs += [helper.make_tensor_value_info(c.present, TensorProto.FLOAT, shape) for c in cache_names(spec)]
     return outputs
+
+
+FIXTURES: dict[str, partial[onnx.ModelProto]] = {
+    "contrib-gqa.onnx": partial(build_gqa_decoder, heads=2, kv_heads=1, head_dim=16, rotary=True),
+    "contrib-mha.onnx": partial(build_mha_decoder, heads=2, head_dim=8),
+}
+"""Committed fixtures (file name -> builder call), small so each file is a few tens of KB.
+
+Written by scripts/make_synthetic_fixtures.py.
+"""
