@@ -50,15 +50,17 @@ def cli() -> None:
 
     \b
       onnxdoctor inspect decoder_model.onnx   static: signature, KV layout, findings
+      onnxdoctor replay export_dir/ --steps 2 dynamic: step 0 -> step N with ONNX Runtime
       onnxdoctor rules                        every check with its code
       onnxdoctor explain ODS002               what a check means and how to fix it
     """
 
 
 def _register_commands() -> None:
-    from onnxdoctor.cli import explain_cmd, inspect_cmd, rules_cmd
+    from onnxdoctor.cli import explain_cmd, inspect_cmd, replay_cmd, rules_cmd
 
     cli.add_command(inspect_cmd.inspect_command)
+    cli.add_command(replay_cmd.replay_command)
     cli.add_command(rules_cmd.rules_command)
     cli.add_command(explain_cmd.explain_command)
 

@@ -1,0 +1,61 @@
+"""`onnxdoctor replay PATH`: decode step 0 -> step N under the reference protocol and check each step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from onnxdoctor.cli.options import file_option, format_option, model_path_argument, role_map_option
+
+
+@click.command("replay")
+@model_path_argument
+@click.option("--steps", type=int, default=4, show_default=True, help="Decode steps after step 0 (the prompt).")
+@click.option("--batch", type=int, default=2, show_default=True, help="Batch size; row 1 is left-padded when the model allows it.")
+@click.option("--prompt-len", type=int, default=4, show_default=True, help="Tokens fed at step 0.")
+@click.option("--chunk", type=int, default=None, help="Tokens per decode step (default: 1, with step 2 fed 2 tokens).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for token ids and synthesized encoder caches.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--record", type=click.Path(path_type=Path), default=None, help="Save each step's feeds and outputs (.npz) and the contract to this new folder.")
+@format_option(("table", "json"))
+@role_map_option
+@file_option
+def replay_command(
+    path: str,
+    steps: int,
+    batch: int,
+    prompt_len: int,
+    chunk: int | None,
+    seed: int,
+    provider: str,
+    record: Path | None,
+    output_format: str,
+    role_map: str | None,
+    only_file: str | None,
+) -> None:
+    """Run PATH with ONNX Runtime from step 0 to step N, exactly as a correct client would.
+
+    Checks at every step: the call succeeds (else: which node, its input shapes, where bad dims come
+    from), presents have length past + new, logits equal an uncached recompute, no NaN/Inf, fp16
+    range, and a left-padded row equals the same row run alone. Exit code 0: decodes correctly;
+    1: the model is broken; 2: unusable input or usage error.
+    """
+    from onnxdoctor.engine import inspect_path
+    from onnxdoctor.model.roles import load_role_map
+    from onnxdoctor.replay.harness import Replayer, ReplayOptions
+    from onnxdoctor.report import to_json
+
+    def progress(message: str) -> None:
+        click.echo(f"onnxdoctor: {message}", err=True)
+
+    report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file)
+    options = ReplayOptions(steps=steps, batch=batch, prompt_len=prompt_len, chunk=chunk, seed=seed, provider=provider, record=record)
+    result = Replayer(report, options, progress=progress).run()
+    if output_format == "json":
+        click.echo(to_json(result.to_dict()))
+    else:
+        from onnxdoctor.report.replay_table import render_replay
+
+        click.echo(render_replay(result))
+    raise SystemExit(result.exit_code)

@@ -1,0 +1,132 @@
+"""Turn an ONNX Runtime error into a place: the node, its inputs' actual shapes, where bad dims come from.
+
+ORT names the failing node (also inside If branches) but not the shapes it saw. For a node of the
+main graph the sub-model that computes the node's inputs is extracted and run with the same feeds,
+so the finding can say "Reshape X got data {1,1,48} and target {1,3,3,2,8}; entries 0-1 are
+constants baked at export".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxdoctor.model.graph import GraphView, Scope
+
+_NODE = re.compile(r"running (?P<op>\w+) node\. Name:'(?P<name>[^']*)'")
+_INVALID_DIMS = re.compile(r"Got invalid dimensions for input: (?P<name>\S+)")
+_BAD_TYPE = re.compile(r"Unexpected input data type")
+_SOURCE_PREFIX = re.compile(r"^\S+\.(?:h|cc|cpp|cu):\d+\s+(?:[\w:~<>]+\((?:[^()]|\([^()]*\))*\)\s*)?")
+_MISSING = re.compile(r"Required inputs \((?P<names>\[[^\]]*\])\) are missing")
+
+
+@dataclass
+class FailurePlace:
+    message: str
+    op: str | None = None
+    node: str | None = None
+    graph: str | None = None
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    input_values: dict[str, list[int]] = field(default_factory=dict)  # small int inputs (shape targets)
+    provenance: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def summary(self) -> str:
+        """ORT's own words without the source path and C++ signature it wraps them in."""
+        text = " ".join(self.message.split())
+        status = text.split("Status Message: ", 1)[-1] if "Status Message: " in text else text
+        status = _SOURCE_PREFIX.sub("", status)
+        return status[:500] or "ONNX Runtime failed"
+
+
+def parse_error(message: str) -> FailurePlace:
+    place = FailurePlace(message=message)
+    match = _NODE.search(message)
+    if match:
+        place.op, place.node = match["op"], match["name"]
+    return place
+
+
+def _find_node(view: GraphView, name: str) -> tuple[onnx.NodeProto, Scope] | None:
+    for node, scope in view.nodes():
+        if node.name == name:
+            return node, scope
+    return None
+
+
+def localize(
+    message: str,
+    model_path: Path,
+    view: GraphView,
+    feeds: dict[str, np.ndarray],
+    run_model: Any,
+) -> FailurePlace:
+    """Parse ORT's message and, for main-graph nodes, measure the failing node's actual inputs."""
+    place = parse_error(message)
+    if place.node is None:
+        return place
+    found = _find_node(view, place.node)
+    if found is None:
+        place.note = "the node named by ONNX Runtime is not in the graph (ORT renamed it while optimizing)"
+        return place
+    node, scope = found
+    place.graph = scope.path or "main"
+    if node.op_type == "Reshape" and len(node.input) > 1:
+        from onnxdoctor.inspectors.reshape_tracer import trace_entries
+
+        entries = trace_entries(node.input[1], scope)
+        if entries is not None and entries and all(e.source == "constant" for e in entries):
+            values = [e.value for e in entries]
+            place.provenance.append(f"the whole target shape {values} is a constant in the graph, fixed at export (see ODR201)")
+        elif entries is not None:
+            for index, entry in enumerate(entries):
+                if entry.source == "constant":
+                    place.provenance.append(f"target entry {index} = {entry.value}: a constant in the graph")
+                elif entry.dims:
+                    sources = ", ".join(f"{tensor} axis {axis}" for tensor, axis in entry.dims)
+                    place.provenance.append(f"target entry {index}: computed from the shape of {sources}")
+    if scope.path:
+        place.note = "the node is inside a subgraph; its input shapes are not measured"
+        return place
+    wanted = [name for name in node.input if name]
+    try:
+        measured = _measure(model_path, wanted, feeds, run_model)
+    except Exception as exc:  # noqa: BLE001 - measuring is best effort; the failure itself is already known
+        place.note = f"could not measure the node's inputs ({type(exc).__name__})"
+        return place
+    for name, value in measured.items():
+        place.input_shapes[name] = list(value.shape)
+        if np.issubdtype(value.dtype, np.integer) and value.size <= 16:
+            place.input_values[name] = [int(v) for v in value.reshape(-1)]
+    return place
+
+
+def _measure(model_path: Path, names: list[str], feeds: dict[str, np.ndarray], run_model: Any) -> dict[str, np.ndarray]:
+    """Run the part of the model that computes `names` (the failing node is not in it)."""
+    model = onnx.load(str(model_path))
+    graph_inputs = {v.name for v in model.graph.input}
+    initializers = {t.name for t in model.graph.initializer}
+    direct = {name: feeds[name] for name in names if name in graph_inputs and name in feeds}
+    computed = [name for name in names if name not in graph_inputs and name not in initializers]
+    result: dict[str, np.ndarray] = dict(direct)
+    for name in names:
+        if name in initializers:
+            tensor = next(t for t in model.graph.initializer if t.name == name)
+            result[name] = onnx.numpy_helper.to_array(tensor)
+    if computed:
+        # the extractor needs a type for every output it exposes: infer them first
+        model = onnx.shape_inference.infer_shapes(model)
+        typed = {v.name for v in list(model.graph.value_info) + list(model.graph.output)}
+        computed = [name for name in computed if name in typed]
+    if computed:
+        extractor = onnx.utils.Extractor(model)
+        sub = extractor.extract_model([n for n in graph_inputs if n in feeds], computed)
+        needed = {v.name for v in sub.graph.input}
+        outputs = run_model(sub, {k: v for k, v in feeds.items() if k in needed})
+        result.update(outputs)
+    return result

@@ -1,0 +1,123 @@
+"""Replay oracles (ODX4xx): what must hold at every step of a correct decode.
+
+Declared here, next to the comparisons that check them. This module imports numpy only; the
+harness runs the models.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxdoctor.findings import Rule, Severity, register
+
+STEP_FAILED = register(
+    Rule(
+        "ODX401",
+        "step-failed",
+        Severity.ERROR,
+        "ONNX Runtime raised at a step of the reference protocol",
+        what="Running a step with feeds built exactly by the model's own contract failed in ONNX Runtime.",
+        why="If the reference protocol fails, the model itself is broken for that step: no client can succeed.",
+        example="Step 1: Reshape node '/layers.0/Reshape' cannot reshape {1,1,48} to the constant {1,3,3,2,8}.",
+        fix="Follow the static findings on the same node or input (ODR201, ODA10x); the finding names the node, "
+        "the shapes of its inputs and where each bad dim comes from.",
+        fix_safety="Depends on the cause; re-export and replay again.",
+    )
+)
+
+CACHE_DIVERGENCE = register(
+    Rule(
+        "ODX402",
+        "cache-divergence",
+        Severity.ERROR,
+        "logits from cached decoding differ from an uncached recompute of the same tokens",
+        what="At some step the logits of the new tokens, computed with the KV cache, differ from the logits the "
+        "model gives when it recomputes the whole sequence without a cache.",
+        why="The cache is supposed to be an optimization only; a difference means the cache is built or read "
+        "wrongly (wrong concat order, missing layer, wrong positions) and generation silently degrades.",
+        example="Step 2 (2 tokens): max |cached - uncached| = 0.08 after Concat(new, past) in layer 0.",
+        fix="Look at the ODP3xx findings of the same file; check positions and the concat of every present.",
+        fix_safety="Depends on the cause; replay proves the fix.",
+    )
+)
+
+PRESENT_LENGTH = register(
+    Rule(
+        "ODX403",
+        "present-length-wrong",
+        Severity.ERROR,
+        "a present's cache length is not past + new at some step",
+        what="After a step, a present output's cache-length axis is not the past length plus the new tokens.",
+        why="The next step feeds it back; a wrong length drops or duplicates cached tokens, and a later step fails "
+        "or decodes garbage. Caught at the step where it happens, not where it explodes.",
+        example="Step 1: present.0.key has length 1, expected 4 (3 cached + 1 new): it returns the new K only.",
+        fix="The present must be Concat(past, new) on the cache axis (see ODP301).",
+        fix_safety="Depends on the cause.",
+    )
+)
+
+NON_FINITE = register(
+    Rule(
+        "ODX404",
+        "non-finite-output",
+        Severity.ERROR,
+        "NaN or Inf in logits or presents",
+        what="Logits or a present contain NaN or infinite values.",
+        why="Sampling from NaN logits is undefined; a NaN in the cache poisons every later step.",
+        example="fp16 logits overflow to inf after the final projection.",
+        fix="Check fp16 overflow (ODX405), masks filled with -inf on fully masked rows, division by zero in norms.",
+        fix_safety="Depends on the cause.",
+    )
+)
+
+FP16_RANGE = register(
+    Rule(
+        "ODX405",
+        "fp16-range",
+        Severity.WARNING,
+        "float16 outputs close to the float16 limit (65504)",
+        what="A float16 output holds values near 65504, the largest float16.",
+        why="Slightly larger inputs overflow to inf; this model is one prompt away from ODX404.",
+        example="fp16 logits with max |x| = 61000.",
+        fix="Keep the last layers or the I/O in float32 (keep_io_types, op_block_list), or scale down.",
+        fix_safety="Changing precision needs a re-export or conversion; verify with replay.",
+    )
+)
+
+PADDING_DIVERGENCE = register(
+    Rule(
+        "ODX406",
+        "padding-divergence",
+        Severity.ERROR,
+        "a left-padded row gives other logits than the same row run alone",
+        what="With left padding in a batch, a row's logits differ from the logits of the same tokens decoded "
+        "alone without padding.",
+        why="Batched serving pads prompts; if padding changes results, masks or positions are not applied "
+        "consistently (e.g. positions from arange instead of the mask, or a mask the model ignores).",
+        example="Row 1 (2 padding tokens) differs by 0.3 at step 0 because position_ids ignore the mask.",
+        fix="Compute position_ids from the attention mask; make sure every attention layer reads the mask.",
+        fix_safety="Depends on the cause.",
+    )
+)
+
+FP16_LIMIT = 60000.0
+
+
+def tolerance(dtype: np.dtype) -> float:  # type: ignore[type-arg]
+    """Relative tolerance for comparing logits of two computations in this dtype."""
+    return 1e-2 if dtype in (np.float16,) or str(dtype) == "bfloat16" else 1e-4
+
+
+def max_difference(observed: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    """(max abs difference, allowed difference) with the allowance scaled by the values' magnitude."""
+    observed64 = observed.astype(np.float64)
+    expected64 = expected.astype(np.float64)
+    diff = float(np.max(np.abs(observed64 - expected64))) if observed.size else 0.0
+    scale = max(1.0, float(np.max(np.abs(expected64)))) if expected.size else 1.0
+    return diff, tolerance(observed.dtype) * scale
+
+
+def non_finite_count(values: np.ndarray) -> int:
+    if not np.issubdtype(values.dtype, np.floating):
+        return 0
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
