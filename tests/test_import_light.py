@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import FIXTURES
+from support import FIXTURES
 
 PROBE = """
 import sys

@@ -114,7 +114,7 @@ class ReplayReport:
                 f"{self.options.batch}, cached == uncached at every step). If your client fails, it feeds the model "
                 "differently: see `onnxdoctor contract PATH` and check its feeds with `onnxdoctor check-feeds`."
             )
-        first = errors[0]
+        first = min(errors, key=lambda f: f.location.step if f.location.step is not None else -1)
         where = f" at step {first.location.step}" if first.location.step is not None else ""
         return f"The model is broken{where}: {first.code} {first.name}. No client can decode it correctly until it is fixed."
 
@@ -178,6 +178,12 @@ class Replayer:
         return dict(zip(names, session.run(names, feeds)))
 
     def _add(self, finding: Finding) -> None:
+        """Record a finding; value oracles report only the first step where an output goes wrong
+        (later steps inherit the damage)."""
+        if finding.code in (oracles.NON_FINITE.code, oracles.FP16_RANGE.code, oracles.CACHE_DIVERGENCE.code):
+            key = (finding.code, finding.location.file, finding.location.name)
+            if any((f.code, f.location.file, f.location.name) == key for f in self.findings):
+                return
         self.findings.append(finding)
 
     # ------------------------------------------------------------------ checks
@@ -503,6 +509,9 @@ class Replayer:
         if self.options.record is not None:
             self._prepare_record(scenarios)
         results = []
+        for scenario in scenarios:  # unloadable files are unusable input: say so before any progress
+            for signature in {s.file: s for s in (scenario.step0, scenario.stepn, scenario.uncached, scenario.encoder) if s}.values():
+                self.runtime.session(scenario.path(signature))
         configured = self.options
         for scenario in scenarios:
             self.progress(f"replaying {scenario.describe()}")

@@ -110,10 +110,13 @@ def tolerance(dtype: np.dtype) -> float:  # type: ignore[type-arg]
 
 def max_difference(observed: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
     """(max abs difference, allowed difference) with the allowance scaled by the values' magnitude."""
-    observed64 = observed.astype(np.float64)
-    expected64 = expected.astype(np.float64)
-    diff = float(np.max(np.abs(observed64 - expected64))) if observed.size else 0.0
-    scale = max(1.0, float(np.max(np.abs(expected64)))) if expected.size else 1.0
+    finite = np.isfinite(observed) & np.isfinite(expected)  # non-finite values are ODX404's
+    if not finite.any():
+        return 0.0, 0.0
+    observed64 = observed.astype(np.float64)[finite]
+    expected64 = expected.astype(np.float64)[finite]
+    diff = float(np.max(np.abs(observed64 - expected64)))
+    scale = max(1.0, float(np.max(np.abs(expected64))))
     return diff, tolerance(observed.dtype) * scale
 
 

@@ -52,7 +52,7 @@ class Runtime:
     def options(self) -> Any:
         ort = _ort()
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # warnings about declared vs actual output shapes are noise here
+        options.log_severity_level = 4  # ORT's own log lines would duplicate the findings on stderr
         if not self.optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             options.add_session_config_entry("session.disable_prepacking", "1")

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import FIXTURES, run_cli, snapshot
+from support import FIXTURES, run_cli, snapshot
 from onnxdoctor.errors import UnusableInputError
 from onnxdoctor.model.load import load
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from conftest import FIXTURES, run_cli
+from support import FIXTURES, run_cli
 from onnxdoctor.engine import inspect_path
 from onnxdoctor.findings import Severity
 

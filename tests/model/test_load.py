@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import FIXTURES
+from support import FIXTURES
 from onnxdoctor.errors import UnusableInputError
 from onnxdoctor.model.load import load
 from onnxdoctor.model.slim import KEEP_INLINE_BYTES, stripped_bytes

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from support import FIXTURES
 from onnxdoctor.engine import inspect_path
 from onnxdoctor.findings import Severity
 from onnxdoctor.model import roles

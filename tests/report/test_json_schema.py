@@ -8,7 +8,7 @@ from importlib import resources
 import jsonschema
 import pytest
 
-from conftest import FIXTURES, run_cli
+from support import FIXTURES, run_cli
 from onnxdoctor.engine import inspect_path
 
 SCHEMA = json.loads(resources.files("onnxdoctor").joinpath("data/report.schema.json").read_text())
