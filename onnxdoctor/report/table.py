@@ -105,6 +105,11 @@ def _contract_table(title: str, contract: StepContract) -> list[str]:
     return lines
 
 
+def contract_lines(report: FileReport) -> list[str]:
+    """The step 0 and step n feed tables of one file."""
+    return _contract_table("Step 0 feeds", report.step0) + _contract_table("Step n feeds", report.stepn)
+
+
 def render_file(report: FileReport) -> str:
     sig = report.signature
     model = report.model_file
@@ -118,8 +123,7 @@ def render_file(report: FileReport) -> str:
     parts.extend(_kv_lines(sig.kv, sig.merged_if_node, sig.contrib_attention_ops))
     if sig.kind == "decoder":
         parts.append("")
-        parts.extend(_contract_table("Step 0 feeds", report.step0))
-        parts.extend(_contract_table("Step n feeds", report.stepn))
+        parts.extend(contract_lines(report))
     if report.reshapes is not None:
         parts.extend(["", _reshape_table(report.reshapes)])
     return "\n".join(parts)

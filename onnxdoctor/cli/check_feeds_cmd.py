@@ -1,0 +1,48 @@
+"""`onnxdoctor check-feeds PATH STEP0.npz STEP1.npz ...`: a client's recorded feeds vs the contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from onnxdoctor.cli.options import file_option, format_option, model_path_argument, role_map_option
+
+
+@click.command("check-feeds")
+@model_path_argument
+@click.argument("steps", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@format_option(("table", "json"))
+@role_map_option
+@file_option
+def check_feeds_command(
+    path: str, steps: tuple[Path, ...], provider: str, output_format: str, role_map: str | None, only_file: str | None
+) -> None:
+    """Check what a client fed at each step (one .npz per step: input name -> array) and replay it.
+
+    Reports the first step that deviates from the contract: missing input, dtype, shape (query vs
+    KV heads), a non-empty dummy past at step 0, mask length, positions, use_cache_branch misuse,
+    cross-attention placeholders fed back, a past that is not the previous present.
+    Exit code 0: the feeds are right; 1: a deviation; 2: unusable input or usage error.
+    """
+    from tabulate import tabulate
+
+    from onnxdoctor.engine import inspect_path
+    from onnxdoctor.model.roles import load_role_map
+    from onnxdoctor.replay.feedcheck import FeedChecker
+    from onnxdoctor.report import to_json
+    from onnxdoctor.report.table import render_findings
+
+    report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file)
+    result = FeedChecker(report, provider, progress=lambda m: click.echo(f"onnxdoctor: {m}", err=True)).run(list(steps))
+    if output_format == "json":
+        click.echo(to_json(result.to_dict()))
+    else:
+        rows = [[s.step, s.path.name, s.file, s.verdict] for s in result.steps]
+        click.echo(tabulate(rows, headers=["step", "feeds", "model file", "verdict"], tablefmt="simple"))
+        click.echo()
+        click.echo(render_findings(result.findings))
+        click.echo()
+        click.echo("Verdict: " + result.verdict())
+    raise SystemExit(result.exit_code)

@@ -1,0 +1,469 @@
+"""check-feeds (ODF5xx): what a client fed at each step, checked against the contract, then replayed.
+
+A Rust / C# / JS client dumps its feeds per step (`stepK.npz`: input name -> array). Each step is
+checked in order (names, dtypes, shapes, then the cache semantics: empty past at step 0, mask =
+past + new, positions from the mask, the merged switch, placeholders, past = previous present) and
+run in ONNX Runtime; the report stops at the first step that deviates, since later steps only
+inherit the damage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxdoctor import __version__
+from onnxdoctor.engine import InspectReport
+from onnxdoctor.errors import UnusableInputError, UsageError
+from onnxdoctor.findings import Finding, Location, Rule, Severity, register, sort_findings
+from onnxdoctor.model import roles
+from onnxdoctor.model.signature import CachePair, Signature
+from onnxdoctor.replay import oracles
+from onnxdoctor.replay.protocol import positions_from_mask
+from onnxdoctor.replay.runtime import Runtime, numpy_dtype
+
+_CLIENT_FIX = "Follow the contract printed by `onnxdoctor contract PATH` for this input at this step."
+
+MISSING_INPUT = register(
+    Rule(
+        "ODF501", "missing-input", Severity.ERROR, "a required input is not fed (or an unknown one is)",
+        what="The client's feeds at a step lack an input the model declares, or carry a name the model does not have.",
+        why="ORT rejects the call ('Required inputs ... are missing'); a misspelled name is silently ignored by some bindings.",
+        example="position_ids omitted: the client only feeds input_ids, attention_mask and the pasts.",
+        fix=_CLIENT_FIX, fix_safety="Client-side change only.",
+    )
+)
+WRONG_DTYPE = register(
+    Rule(
+        "ODF502", "wrong-dtype", Severity.ERROR, "an input fed with another dtype than declared",
+        what="A feed's element type differs from the model's declared input type.",
+        why="ORT rejects it ('Unexpected input data type. Actual: (tensor(float)), expected: (tensor(float16))') and does not say which input.",
+        example="float32 zeros fed as past_key_values.0.key of a float16 model.",
+        fix=_CLIENT_FIX, fix_safety="Client-side change only.",
+    )
+)
+WRONG_SHAPE = register(
+    Rule(
+        "ODF503", "wrong-shape", Severity.ERROR, "an input fed with the wrong rank or a wrong fixed dim (e.g. query heads for kv heads)",
+        what="A feed's rank or a fixed dim (heads, head_dim, hidden) differs from the declaration, or batch sizes disagree between inputs.",
+        why="ORT rejects it ('Got invalid dimensions for input ... index: 1 Got: 4 Expected: 2'), naming only one input.",
+        example="An empty past built with num_attention_heads (4) instead of num_key_value_heads (2) for a GQA model.",
+        fix=_CLIENT_FIX + " Cache tensors use the KV head count, not the query head count.", fix_safety="Client-side change only.",
+    )
+)
+DUMMY_PAST = register(
+    Rule(
+        "ODF504", "non-empty-dummy-past", Severity.ERROR, "a zero-filled dummy past of length > 0 at step 0 that the mask does not hide",
+        what="At step 0 the client feeds a past of length > 0 (usually zeros, as a workaround for empty tensors) and the attention mask does not mask those positions out.",
+        why="Attention attends to the fake zero keys: every logit is silently shifted, or the mask/position arithmetic fails later.",
+        example="past_key_values.*.key zeros of shape [1, 2, 1, 8] at step 0 with attention_mask [[1, 1, 1, 1]].",
+        fix="Feed an empty past (cache length 0) at step 0; ORT accepts 0-sized tensors. If a binding cannot, mask the dummy positions with 0.",
+        fix_safety="Client-side change only.",
+    )
+)
+MASK_LENGTH = register(
+    Rule(
+        "ODF505", "mask-length", Severity.ERROR, "attention_mask length != past length + new tokens",
+        what="The attention mask does not cover exactly the cached tokens plus the tokens fed at this step.",
+        why="Masks are broadcast against the attention scores: a wrong length fails in a Gather/Add node or silently masks the wrong tokens.",
+        example="Step 1 with a past of 3 and 1 new token but attention_mask still of length 3.",
+        fix="Append a 1 to the mask for every new token; its length is past + new.", fix_safety="Client-side change only.",
+    )
+)
+POSITIONS = register(
+    Rule(
+        "ODF506", "position-ids", Severity.ERROR, "position_ids inconsistent with the attention mask",
+        what="position_ids of the new tokens are not cumsum(attention_mask) - 1 at those positions.",
+        why="Nothing fails; rotary/learned position embeddings are applied at the wrong positions and the output silently degrades.",
+        example="Step 3 feeds position_ids [[0]] (restarted) instead of [[5]].",
+        fix="position_ids = cumsum(attention_mask) - 1 for the new tokens (the previous last position + 1 per row).",
+        fix_safety="Client-side change only.",
+    )
+)
+CACHE_BRANCH = register(
+    Rule(
+        "ODF507", "cache-branch-misuse", Severity.ERROR, "use_cache_branch True with a dummy past, or False after step 0",
+        what="A merged decoder's use_cache_branch is True while the past is empty/dummy (step 0), or False once there is a cache.",
+        why="True at step 0 runs the cache branch on empty encoder K/V and returns placeholders; False later recomputes from the new tokens only and forgets the past.",
+        example="use_cache_branch=[True] at step 0 with 0-length pasts.",
+        fix="Step 0: use_cache_branch=[False] with empty dummies; every later step: [True] with the previous presents.",
+        fix_safety="Client-side change only.",
+    )
+)
+PLACEHOLDER_FED_BACK = register(
+    Rule(
+        "ODF508", "placeholder-fed-back", Severity.ERROR, "cross-attention placeholders fed back as past",
+        what="The cross-attention past fed at a step is the 0-sized placeholder a merged decoder's cache branch returns, not step 0's encoder K/V.",
+        why="Cross attention then has no keys: the next step fails in a MatMul or decodes without the source.",
+        example="past_key_values.0.encoder.key of shape (0, 2, 1, 8) at step 2.",
+        fix="Keep the cross-attention presents returned at step 0 and feed those at every later step.",
+        fix_safety="Client-side change only.",
+    )
+)
+STALE_PAST = register(
+    Rule(
+        "ODF509", "stale-past", Severity.ERROR, "the past at step n is not the present of step n-1",
+        what="A past input at step n differs from the matching present the model returned at step n-1.",
+        why="The cache no longer matches the tokens: output is silently wrong (or lengths stop adding up).",
+        example="Step 2 feeds the presents of step 0 again.",
+        fix="Feed each present output of step n-1 to the past input of the same layer/part at step n.",
+        fix_safety="Client-side change only.",
+    )
+)
+
+
+@dataclass
+class StepCheck:
+    step: int
+    file: str
+    path: Path
+    feeds: dict[str, list[int]]
+    verdict: str = "ok"
+
+
+@dataclass
+class FeedReport:
+    path: str
+    steps: list[StepCheck] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(f.severity is Severity.ERROR for f in self.findings) else 0
+
+    def verdict(self) -> str:
+        errors = [f for f in self.findings if f.severity is Severity.ERROR]
+        if not errors:
+            return f"The {len(self.steps)} recorded steps follow the contract and run: the feeds are right."
+        first = min(errors, key=lambda f: f.location.step if f.location.step is not None else -1)
+        return f"First deviation at step {first.location.step}: {first.code} {first.name} ({first.location.name})."
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "tool": {"name": "onnxdoctor", "version": __version__},
+            "command": "check-feeds",
+            "path": self.path,
+            "steps": [{"step": s.step, "file": s.file, "feeds": s.feeds, "verdict": s.verdict, "source": str(s.path)} for s in self.steps],
+            "summary": {s.value: sum(1 for f in self.findings if f.severity is s) for s in Severity},
+            "verdict": self.verdict(),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def load_feeds(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise UnusableInputError(path, "no such feeds file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except Exception as exc:  # noqa: BLE001 - numpy raises several types for non-npz input
+        raise UnusableInputError(path, f"not a readable .npz of input name -> array ({type(exc).__name__})") from None
+
+
+def _recorded_outputs(feeds_path: Path) -> dict[str, np.ndarray] | None:
+    """`stepK_outputs.npz` next to `stepK.npz`, if the client saved what it got."""
+    candidate = feeds_path.with_name(feeds_path.stem + "_outputs.npz")
+    return load_feeds(candidate) if candidate.is_file() else None
+
+
+def _pick_file(decoders: list[Signature], feeds: dict[str, np.ndarray], step: int) -> Signature:
+    """The decoder file these feeds are for: the one whose inputs they match best."""
+    def score(sig: Signature) -> tuple[int, int, bool]:
+        names = {t.name for t in sig.inputs}
+        has_past = sig.kv is not None and sig.kv.mode != "no_past"
+        return (len(names & set(feeds)), -len(names - set(feeds)), has_past == (step > 0))
+
+    return max(decoders, key=score)
+
+
+class FeedChecker:
+    def __init__(self, report: InspectReport, provider: str = "cpu", progress: Callable[[str], None] | None = None) -> None:
+        self.report = report
+        self.runtime = Runtime(provider)
+        self.progress = progress or (lambda _m: None)
+        self.paths = {r.signature.file: r.model_file.path for r in self.report.files}
+        self.decoders = [r.signature for r in report.files if r.signature.kind == "decoder"]
+        if not self.decoders:
+            raise UsageError(f"no decoder in {report.path}: check-feeds needs the decoder the client runs")
+
+    def run(self, step_files: list[Path]) -> FeedReport:
+        result = FeedReport(self.report.path)
+        previous: dict[str, np.ndarray] | None = None
+        previous_sig: Signature | None = None
+        cross_at_step0: dict[tuple[int, str], np.ndarray] = {}
+        for step, path in enumerate(step_files):
+            feeds = load_feeds(path)
+            sig = _pick_file(self.decoders, feeds, step)
+            self.progress(f"step {step}: {path.name} -> {sig.file}")
+            record = StepCheck(step, sig.file, path, {k: list(v.shape) for k, v in feeds.items()})
+            result.steps.append(record)
+            findings = self._check_step(sig, feeds, step, previous, previous_sig, cross_at_step0)
+            outputs = None
+            if not findings:  # only feeds that follow the contract are worth running
+                outputs, failure = self._run(sig, feeds, step)
+                if failure is not None:
+                    findings.append(failure)
+            if findings:
+                record.verdict = "deviates"
+                result.findings = sort_findings(findings)
+                return result
+            assert outputs is not None
+            outputs = _recorded_outputs(path) or outputs  # what the client really got, when it saved it
+            if step == 0 and sig.kv is not None:
+                for pair in sig.kv.cross_pairs():
+                    if pair.present is not None and pair.present.name in outputs:
+                        cross_at_step0[(pair.layer, pair.part)] = outputs[pair.present.name]
+            previous, previous_sig = outputs, sig
+        return result
+
+    # ------------------------------------------------------------------ checks
+
+    def _at(self, sig: Signature, name: str | None, step: int, axis: int | None = None) -> Location:
+        return Location(sig.file, "feed", name, axis, step)
+
+    def _check_step(
+        self,
+        sig: Signature,
+        feeds: dict[str, np.ndarray],
+        step: int,
+        previous: dict[str, np.ndarray] | None,
+        previous_sig: Signature | None,
+        cross_at_step0: dict[tuple[int, str], np.ndarray],
+    ) -> list[Finding]:
+        findings = self._check_io(sig, feeds, step)
+        if findings:
+            return findings
+        kv = sig.kv
+        if kv is None:
+            return findings
+        switch = sig.input(roles.USE_CACHE_BRANCH)
+        use_cache = bool(feeds[switch.name].reshape(-1)[0]) if switch is not None else True
+        self_pairs = [p for p in kv.self_pairs() if p.past is not None and p.axes is not None]
+        lengths = {p.past.name: int(feeds[p.past.name].shape[p.axes.cache]) for p in self_pairs if p.past and p.axes}  # type: ignore[union-attr]
+        past_len = max(lengths.values()) if lengths else 0
+        ids = sig.input(roles.INPUT_IDS)
+        new = int(feeds[ids.name].shape[1]) if ids is not None and feeds[ids.name].ndim > 1 else 1
+        mask_tensor = sig.input(roles.ATTENTION_MASK)
+        mask = feeds[mask_tensor.name] if mask_tensor is not None else None
+        if switch is not None:
+            findings += self._check_switch(sig, switch.name, use_cache, past_len, step)
+        findings += self._check_cross(sig, feeds, step, use_cache, cross_at_step0)
+        if step > 0 and previous is not None and previous_sig is not None and use_cache:
+            findings += self._check_stale(sig, feeds, step, previous, previous_sig)
+        effective_past = past_len if use_cache else 0
+        if step == 0 and past_len > 0 and use_cache and mask is not None:
+            findings += self._check_dummy(sig, feeds, self_pairs, past_len, new, mask, step)
+        if mask is not None and mask_tensor is not None and not findings:
+            if mask.shape[1] != effective_past + new:
+                findings.append(
+                    MASK_LENGTH.finding(
+                        f"step {step}: {mask_tensor.name} has length {mask.shape[1]}, expected {effective_past + new} "
+                        f"({effective_past} cached + {new} new)",
+                        self._at(sig, mask_tensor.name, step, 1),
+                        evidence={"observed": int(mask.shape[1]), "expected": effective_past + new, "past_len": effective_past, "new_tokens": new},
+                    )
+                )
+        positions = sig.input(roles.POSITION_IDS)
+        if positions is not None and mask is not None and not findings and mask.shape[1] >= new:
+            expected = positions_from_mask(mask)[:, -new:]
+            fed = feeds[positions.name].astype(np.int64)
+            real = mask[:, -new:] != 0
+            if fed.shape == expected.shape and not np.array_equal(fed[real], expected[real]):
+                findings.append(
+                    POSITIONS.finding(
+                        f"step {step}: {positions.name} = {fed.tolist()} but the mask implies {expected.tolist()} "
+                        "(cumsum(attention_mask) - 1 for the new tokens)",
+                        self._at(sig, positions.name, step),
+                        evidence={"observed": fed.tolist(), "expected": expected.tolist()},
+                    )
+                )
+        return findings
+
+    def _check_io(self, sig: Signature, feeds: dict[str, np.ndarray], step: int) -> list[Finding]:
+        findings = []
+        declared = {t.name: t for t in sig.inputs}
+        missing = [name for name in declared if name not in feeds]
+        unknown = [name for name in feeds if name not in declared]
+        if missing or unknown:
+            findings.append(
+                MISSING_INPUT.finding(
+                    f"step {step}: " + "; ".join(
+                        part for part in (
+                            f"missing {', '.join(missing)}" if missing else "",
+                            f"not an input of {sig.file}: {', '.join(unknown)}" if unknown else "",
+                        ) if part
+                    ),
+                    self._at(sig, (missing or unknown)[0], step),
+                    evidence={"missing": missing, "unknown": unknown, "declared": sorted(declared)},
+                )
+            )
+        batches: dict[str, int] = {}
+        for name, value in feeds.items():
+            tensor = declared.get(name)
+            if tensor is None:
+                continue
+            expected_dtype = numpy_dtype(tensor.elem_type)
+            if value.dtype != expected_dtype:
+                findings.append(
+                    WRONG_DTYPE.finding(
+                        f"step {step}: {name} fed as {value.dtype}, the model declares {expected_dtype}",
+                        self._at(sig, name, step),
+                        evidence={"observed": str(value.dtype), "expected": str(expected_dtype)},
+                    )
+                )
+                continue
+            if tensor.dims is None:
+                continue
+            if len(tensor.dims) != value.ndim:
+                findings.append(
+                    WRONG_SHAPE.finding(
+                        f"step {step}: {name} has rank {value.ndim} {list(value.shape)}, the model declares rank {len(tensor.dims)}",
+                        self._at(sig, name, step),
+                        evidence={"observed": list(value.shape), "expected": [str(d) for d in tensor.dims]},
+                    )
+                )
+                continue
+            for axis, dim in enumerate(tensor.dims):
+                if dim.is_static and dim.value != value.shape[axis]:
+                    hint = ""
+                    pair = self._pair_of(sig, name)
+                    if pair is not None and pair.axes is not None and axis == pair.axes.heads and dim.value and value.shape[axis] % dim.value == 0:
+                        hint = " (the query head count? cache tensors carry the KV heads)"
+                    findings.append(
+                        WRONG_SHAPE.finding(
+                            f"step {step}: {name} axis {axis} is {value.shape[axis]}, the model declares {dim.value}{hint}",
+                            self._at(sig, name, step, axis),
+                            evidence={"observed": int(value.shape[axis]), "expected": int(dim.value or 0), "shape": list(value.shape)},
+                        )
+                    )
+            batch_axis = 0
+            pair = self._pair_of(sig, name)
+            if pair is not None and pair.axes is not None:
+                batch_axis = pair.axes.batch
+            if tensor.role not in (roles.USE_CACHE_BRANCH, roles.CACHE_POSITION) and value.ndim > batch_axis:
+                if not (pair is not None and pair.attention == "cross" and value.shape[batch_axis] == 0):
+                    batches[name] = int(value.shape[batch_axis])
+        if len(set(batches.values())) > 1:
+            common = max(set(batches.values()), key=list(batches.values()).count)
+            odd = [n for n, b in batches.items() if b != common]
+            findings.append(
+                WRONG_SHAPE.finding(
+                    f"step {step}: batch sizes disagree: {', '.join(f'{n}={batches[n]}' for n in odd)} while the others have {common}",
+                    self._at(sig, odd[0], step, 0),
+                    evidence={"batches": batches},
+                )
+            )
+        return findings
+
+    @staticmethod
+    def _pair_of(sig: Signature, name: str) -> CachePair | None:
+        if sig.kv is None:
+            return None
+        return next((p for p in sig.kv.pairs if p.past is not None and p.past.name == name), None)
+
+    def _check_switch(self, sig: Signature, name: str, use_cache: bool, past_len: int, step: int) -> list[Finding]:
+        if step == 0 and use_cache and past_len == 0:
+            return [
+                CACHE_BRANCH.finding(
+                    f"step 0: {name}=[True] with empty pasts: the cache branch runs on an empty cache and returns "
+                    "placeholders for the cross-attention cache; feed [False] at step 0",
+                    self._at(sig, name, step),
+                    evidence={"observed": True, "expected": False, "past_len": past_len},
+                )
+            ]
+        if step > 0 and not use_cache:
+            return [
+                CACHE_BRANCH.finding(
+                    f"step {step}: {name}=[False] after step 0: the no-cache branch ignores the {past_len} cached tokens",
+                    self._at(sig, name, step),
+                    evidence={"observed": False, "expected": True, "past_len": past_len},
+                )
+            ]
+        return []
+
+    def _check_cross(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, use_cache: bool, cross_at_step0: dict[tuple[int, str], np.ndarray]) -> list[Finding]:
+        if sig.kv is None or step == 0 or not use_cache:
+            return []
+        for pair in sig.kv.cross_pairs():
+            if pair.past is None or pair.axes is None:
+                continue
+            value = feeds[pair.past.name]
+            kept = cross_at_step0.get((pair.layer, pair.part))
+            placeholder = value.size == 0 or value.shape[pair.axes.batch] == 0
+            if placeholder or (kept is not None and value.shape != kept.shape):
+                return [
+                    PLACEHOLDER_FED_BACK.finding(
+                        f"step {step}: {pair.past.name} is {list(value.shape)}"
+                        + (f", not the {list(kept.shape)} encoder cache returned at step 0" if kept is not None else ", a placeholder")
+                        + ": the cache branch's cross-attention presents were fed back",
+                        self._at(sig, pair.past.name, step),
+                        evidence={"observed": list(value.shape), "expected": list(kept.shape) if kept is not None else None},
+                    )
+                ]
+        return []
+
+    def _check_stale(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, previous: dict[str, np.ndarray], previous_sig: Signature) -> list[Finding]:
+        if sig.kv is None or previous_sig.kv is None:
+            return []
+        presents = {(p.layer, p.part): p.present.name for p in previous_sig.kv.self_pairs() if p.present is not None}
+        stale = []
+        for pair in sig.kv.self_pairs():
+            if pair.past is None:
+                continue
+            present_name = presents.get((pair.layer, pair.part))
+            if present_name is None or present_name not in previous:
+                continue
+            fed, returned = feeds[pair.past.name], previous[present_name]
+            # the client's runtime may optimize differently: equal within the dtype's tolerance
+            tolerance = oracles.tolerance(fed.dtype)
+            if fed.shape != returned.shape or not np.allclose(fed, returned.astype(fed.dtype), rtol=tolerance, atol=tolerance):
+                stale.append((pair.past.name, present_name, list(fed.shape), list(returned.shape)))
+        if not stale:
+            return []
+        past_name, present_name, fed_shape, returned_shape = stale[0]
+        return [
+            STALE_PAST.finding(
+                f"step {step}: {past_name} {fed_shape} is not {present_name} {returned_shape} returned at step {step - 1}"
+                + (f" (+{len(stale) - 1} more past inputs)" if len(stale) > 1 else ""),
+                self._at(sig, past_name, step),
+                evidence={"stale": [s[0] for s in stale], "fed_shape": fed_shape, "returned_shape": returned_shape},
+            )
+        ]
+
+    def _check_dummy(self, sig: Signature, feeds: dict[str, np.ndarray], pairs: list[CachePair], past_len: int, new: int, mask: np.ndarray, step: int) -> list[Finding]:
+        first = pairs[0].past
+        assert first is not None
+        dummy_masked = mask.shape[1] == past_len + new and not mask[:, :past_len].any()
+        if dummy_masked:
+            return []
+        zeros = all(not np.any(feeds[p.past.name]) for p in pairs if p.past is not None)
+        covered = "the attention mask does not cover it" if mask.shape[1] != past_len + new else "the attention mask attends to it"
+        return [
+            DUMMY_PAST.finding(
+                f"step 0: {first.name} has cache length {past_len} ({'zeros' if zeros else 'values'}) instead of an empty "
+                f"cache, and {covered} (mask length {mask.shape[1]})",
+                self._at(sig, first.name, step, pairs[0].axes.cache if pairs[0].axes else None),
+                evidence={"past_len": past_len, "mask_length": int(mask.shape[1]), "zero_filled": zeros},
+            )
+        ]
+
+    def _run(self, sig: Signature, feeds: dict[str, np.ndarray], step: int) -> tuple[dict[str, np.ndarray] | None, Finding | None]:
+        try:
+            return self.runtime.run(self.paths[sig.file], feeds), None
+        except UnusableInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            from onnxdoctor.replay.localize import parse_error
+
+            place = parse_error(str(exc))
+            node = f" in {place.op} node {place.node!r}" if place.node else ""
+            return None, oracles.STEP_FAILED.finding(
+                f"step {step}: the recorded feeds pass the contract checks but ONNX Runtime failed{node}: {place.summary()}",
+                Location(sig.file, "node" if place.node else "feed", place.node, None, step),
+                evidence={"ort_message": str(exc)[:2000]},
+            )
