@@ -126,13 +126,18 @@ def test_every_rule_has_a_page_and_a_triggering_fixture(rule) -> None:  # type: 
     for section in (rule.what, rule.why, rule.example, rule.fix, rule.fix_safety):
         assert section.strip(), f"{rule.code} page has an empty section"
     assert rule.name == rule.name.lower() and " " not in rule.name
+    from replay.test_check_feeds import CASES
     from replay.test_harness import BROKEN
 
-    triggering = [
-        name
-        for name, (problems, info) in EXPECTED.items()
-        if rule.code in info or any(code == rule.code for code, *_ in problems)
-    ] + [name for name, (_options, found) in BROKEN.items() if any(code == rule.code for code, *_ in found)]
+    triggering = (
+        [
+            name
+            for name, (problems, info) in EXPECTED.items()
+            if rule.code in info or any(code == rule.code for code, *_ in problems)
+        ]
+        + [name for name, (_options, found) in BROKEN.items() if any(code == rule.code for code, *_ in found)]
+        + [f"{model.name}: {mistake}" for (model, mistake), found in CASES.items() if any(c == rule.code for c, *_ in found)]
+    )
     assert triggering, f"no fixture triggers {rule.code}"
 
 
