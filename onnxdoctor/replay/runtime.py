@@ -7,6 +7,7 @@ graph optimization and weight prepacking are off by default: external weights st
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ class Runtime:
         self.providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
         self.optimize = optimize
         self._sessions: dict[str, Any] = {}
+        self.run_seconds = 0.0  # time inside session.run, for the overhead benchmark
+        self.calls = 0
 
     def options(self) -> Any:
         ort = _ort()
@@ -75,5 +78,10 @@ class Runtime:
     def run(self, path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.session(path)
         names = [o.name for o in session.get_outputs()]
-        values = session.run(names, feeds)
+        started = time.perf_counter()
+        try:
+            values = session.run(names, feeds)
+        finally:
+            self.run_seconds += time.perf_counter() - started
+            self.calls += 1
         return dict(zip(names, values))
