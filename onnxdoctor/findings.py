@@ -145,3 +145,11 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
             f.location.name or "",
         ),
     )
+
+
+def earliest_error(findings: list[Finding]) -> Finding | None:
+    """The error at the earliest step (static errors, without a step, first): what a verdict names."""
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    if not errors:
+        return None
+    return min(errors, key=lambda f: f.location.step if f.location.step is not None else -1)

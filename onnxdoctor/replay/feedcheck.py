@@ -19,7 +19,7 @@ import numpy as np
 from onnxdoctor import __version__
 from onnxdoctor.engine import InspectReport
 from onnxdoctor.errors import UnusableInputError, UsageError
-from onnxdoctor.findings import Finding, Location, Rule, Severity, register, sort_findings
+from onnxdoctor.findings import Finding, Location, Rule, Severity, earliest_error, register, sort_findings
 from onnxdoctor.model import roles
 from onnxdoctor.model.signature import CachePair, Signature
 from onnxdoctor.replay import oracles
@@ -136,10 +136,9 @@ class FeedReport:
         return 1 if any(f.severity is Severity.ERROR for f in self.findings) else 0
 
     def verdict(self) -> str:
-        errors = [f for f in self.findings if f.severity is Severity.ERROR]
-        if not errors:
+        first = earliest_error(self.findings)
+        if first is None:
             return f"The {len(self.steps)} recorded steps follow the contract and run: the feeds are right."
-        first = min(errors, key=lambda f: f.location.step if f.location.step is not None else -1)
         return f"First deviation at step {first.location.step}: {first.code} {first.name} ({first.location.name})."
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import numpy as np
 from onnxdoctor import __version__
 from onnxdoctor.engine import InspectReport
 from onnxdoctor.errors import UsageError
-from onnxdoctor.findings import Finding, Location, Severity, sort_findings
+from onnxdoctor.findings import Finding, Location, Severity, earliest_error, sort_findings
 from onnxdoctor.model import roles
 from onnxdoctor.model.contract import build_contract
 from onnxdoctor.model.graph import GraphView
@@ -106,15 +106,14 @@ class ReplayReport:
         return {s.value: sum(1 for f in self.findings if f.severity is s) for s in Severity}
 
     def verdict(self) -> str:
-        errors = [f for f in self.findings if f.severity is Severity.ERROR]
-        if not errors:
+        first = earliest_error(self.findings)
+        if first is None:
             steps = self.options.steps
             return (
                 f"The model decodes correctly under the reference protocol ({steps} steps after the prompt, batch "
                 f"{self.options.batch}, cached == uncached at every step). If your client fails, it feeds the model "
                 "differently: see `onnxdoctor contract PATH` and check its feeds with `onnxdoctor check-feeds`."
             )
-        first = min(errors, key=lambda f: f.location.step if f.location.step is not None else -1)
         where = f" at step {first.location.step}" if first.location.step is not None else ""
         return f"The model is broken{where}: {first.code} {first.name}. No client can decode it correctly until it is fixed."
 
