@@ -8,3 +8,5 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "replay"))  # naive_clients, also used by the catalog test
+
+pytest_plugins = ["pytester"]

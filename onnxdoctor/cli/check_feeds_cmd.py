@@ -13,7 +13,7 @@ from onnxdoctor.cli.options import file_option, format_option, model_path_argume
 @model_path_argument
 @click.argument("steps", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@format_option(("table", "json"))
+@format_option()
 @role_map_option
 @file_option
 def check_feeds_command(
@@ -28,21 +28,25 @@ def check_feeds_command(
     """
     from tabulate import tabulate
 
+    from onnxdoctor.cli.output import emit
     from onnxdoctor.engine import inspect_path
     from onnxdoctor.model.roles import load_role_map
     from onnxdoctor.replay.feedcheck import FeedChecker
-    from onnxdoctor.report import to_json
     from onnxdoctor.report.table import render_findings
 
     report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file)
     result = FeedChecker(report, provider, progress=lambda m: click.echo(f"onnxdoctor: {m}", err=True)).run(list(steps))
-    if output_format == "json":
-        click.echo(to_json(result.to_dict()))
-    else:
+    def table() -> str:
         rows = [[s.step, s.path.name, s.file, s.verdict] for s in result.steps]
-        click.echo(tabulate(rows, headers=["step", "feeds", "model file", "verdict"], tablefmt="simple"))
-        click.echo()
-        click.echo(render_findings(result.findings))
-        click.echo()
-        click.echo("Verdict: " + result.verdict())
+        steps_table = tabulate(rows, headers=["step", "feeds", "model file", "verdict"], tablefmt="simple")
+        return f"{steps_table}\n\n{render_findings(result.findings)}\n\nVerdict: {result.verdict()}"
+
+    emit(
+        output_format,
+        title=f"check-feeds {path}",
+        findings=result.findings,
+        as_dict=result.to_dict,
+        as_table=table,
+        verdict=result.verdict(),
+    )
     raise SystemExit(result.exit_code)

@@ -28,19 +28,17 @@ def inspect_command(
     PATH is a .onnx file or an export folder (optimum layout: every model file in it is inspected).
     Exit code 0: no error findings; 1: error findings; 2: unusable input or usage error.
     """
+    from onnxdoctor.cli.output import emit
     from onnxdoctor.engine import inspect_path
     from onnxdoctor.model.roles import load_role_map
-    from onnxdoctor.report import render_github, to_json
+    from onnxdoctor.report.table import render_inspect
 
     report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file, select=select, ignore=ignore, reshapes=reshapes)
-    if output_format == "json":
-        click.echo(to_json(report.to_dict()))
-    elif output_format == "github":
-        text = render_github(report.findings)
-        if text:
-            click.echo(text)
-    else:
-        from onnxdoctor.report.table import render_inspect
-
-        click.echo(render_inspect(report))
+    emit(
+        output_format,
+        title=f"inspect {path}",
+        findings=report.findings,
+        as_dict=report.to_dict,
+        as_table=lambda: render_inspect(report),
+    )
     raise SystemExit(report.exit_code)

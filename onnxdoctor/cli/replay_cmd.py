@@ -18,7 +18,7 @@ from onnxdoctor.cli.options import file_option, format_option, model_path_argume
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for token ids and synthesized encoder caches.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--record", type=click.Path(path_type=Path), default=None, help="Save each step's feeds and outputs (.npz) and the contract to this new folder.")
-@format_option(("table", "json"))
+@format_option()
 @role_map_option
 @file_option
 def replay_command(
@@ -41,10 +41,11 @@ def replay_command(
     range, and a left-padded row equals the same row run alone. Exit code 0: decodes correctly;
     1: the model is broken; 2: unusable input or usage error.
     """
+    from onnxdoctor.cli.output import emit
     from onnxdoctor.engine import inspect_path
     from onnxdoctor.model.roles import load_role_map
     from onnxdoctor.replay.harness import Replayer, ReplayOptions
-    from onnxdoctor.report import to_json
+    from onnxdoctor.report.replay_table import render_replay
 
     def progress(message: str) -> None:
         click.echo(f"onnxdoctor: {message}", err=True)
@@ -52,10 +53,12 @@ def replay_command(
     report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file)
     options = ReplayOptions(steps=steps, batch=batch, prompt_len=prompt_len, chunk=chunk, seed=seed, provider=provider, record=record)
     result = Replayer(report, options, progress=progress).run()
-    if output_format == "json":
-        click.echo(to_json(result.to_dict()))
-    else:
-        from onnxdoctor.report.replay_table import render_replay
-
-        click.echo(render_replay(result))
+    emit(
+        output_format,
+        title=f"replay {path}",
+        findings=result.findings,
+        as_dict=result.to_dict,
+        as_table=lambda: render_replay(result),
+        verdict=result.verdict(),
+    )
     raise SystemExit(result.exit_code)

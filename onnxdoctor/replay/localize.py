@@ -22,6 +22,7 @@ _NODE = re.compile(r"running (?P<op>\w+) node\. Name:'(?P<name>[^']*)'")
 _INVALID_DIMS = re.compile(r"Got invalid dimensions for input: (?P<name>\S+)")
 _BAD_TYPE = re.compile(r"Unexpected input data type")
 _SOURCE_PREFIX = re.compile(r"^\S+\.(?:h|cc|cpp|cu):\d+\s+(?:[\w:~<>]+\((?:[^()]|\([^()]*\))*\)\s*)?")
+_CXX_SIGNATURE = re.compile(r"^(?:[\w:<>~*&]+\s+)?onnxruntime::[\w:<>~]+\((?:[^()]|\([^()]*\))*\)\s*")
 _MISSING = re.compile(r"Required inputs \((?P<names>\[[^\]]*\])\) are missing")
 
 
@@ -40,7 +41,7 @@ class FailurePlace:
         """ORT's own words without the source path and C++ signature it wraps them in."""
         text = " ".join(self.message.split())
         status = text.split("Status Message: ", 1)[-1] if "Status Message: " in text else text
-        status = _SOURCE_PREFIX.sub("", status)
+        status = _CXX_SIGNATURE.sub("", _SOURCE_PREFIX.sub("", status))
         return status[:500] or "ONNX Runtime failed"
 
 
