@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import onnx
 from onnx import external_data_helper
@@ -44,6 +45,8 @@ class Focus:
 
 @dataclass(frozen=True)
 class Extracted:
+    """The neighborhood model, how many nodes it kept, and which graph (branch) they came from."""
+
     model: onnx.ModelProto
     nodes: int
     scope_path: str
@@ -174,11 +177,18 @@ def extract(focus: Focus, hops: int) -> Extracted:
         frontier = reached - chosen
         chosen |= frontier
     # Constants at the edge stay nodes, not inputs: a Reshape's baked target is the point of a finding.
+    # optimum's merged branches read shared weights through Identity nodes: those count as constants.
+    chain = [graphs[_scope_index(focus.view, scope)] for scope in shapes_scope.chain()]
+    weights = {t.name for g in chain for t in g.initializer}
     chosen |= {
         producer[name]
         for i in list(chosen)
         for name in _reads(nodes[i])
-        if name in producer and nodes[producer[name]].op_type == "Constant"
+        if name in producer
+        and (
+            nodes[producer[name]].op_type == "Constant"
+            or (nodes[producer[name]].op_type == "Identity" and nodes[producer[name]].input[0] in weights)
+        )
     }
     selected = [nodes[i] for i in sorted(chosen)]
 
@@ -187,14 +197,18 @@ def extract(focus: Focus, hops: int) -> Extracted:
     read_outside = {name for i, node in enumerate(nodes) if i not in chosen for name in _reads(node)}
     scope_outputs = {v.name for v in graph.output}
     needed = list(dict.fromkeys(name for node in selected for name in _reads(node) if name not in produced))
+    # A constant read inside is a detail of the nodes shown, not a result, even if others read it too.
     outputs = [
         out
         for node in selected
         for out in node.output
-        if out and (out not in read_inside or out in read_outside or out in scope_outputs)
+        if out
+        and (
+            out not in read_inside
+            or (node.op_type not in ("Constant", "Identity") and (out in read_outside or out in scope_outputs))
+        )
     ]
 
-    chain = [graphs[_scope_index(focus.view, scope)] for scope in shapes_scope.chain()]
     initializers, inputs = [], []
     for name in needed:
         tensor = _initializer(name, chain)
@@ -206,9 +220,8 @@ def extract(focus: Focus, hops: int) -> Extracted:
         selected,
         f"{full.graph.name or 'graph'} neighborhood",
         inputs,
-        [_value_info(name, shapes_scope) for name in outputs],
+        [onnx.helper.make_empty_tensor_value_info(name) for name in outputs],
         initializer=initializers,
-        value_info=[v for v in (_known_value_info(name, shapes_scope) for name in sorted(produced - set(outputs))) if v],
     )
     model = onnx.helper.make_model(
         new_graph,
@@ -217,7 +230,42 @@ def extract(focus: Focus, hops: int) -> Extracted:
         producer_name="onnxdoctor view",
         functions=list(full.functions),
     )
-    return Extracted(model, len(selected), shapes_scope.path)
+    return Extracted(_typed(model, shapes_scope), len(selected), shapes_scope.path)
+
+
+def _typed(model: onnx.ModelProto, scope: Scope) -> onnx.ModelProto:
+    """Type the outputs and intermediates by inference on the small model itself.
+
+    The source model's inferred shapes are not always consistent (a branch may record rank 3 for
+    a rank-4 Reshape), so they are used for the inputs only, dropped to the bare dtype when they
+    contradict the nodes, and as a last resort for outputs. An output nobody can type is left out
+    of the graph outputs (it stays visible as its node's output); the checker requires typed I/O.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except onnx.shape_inference.InferenceError:
+        for value in model.graph.input:
+            value.type.tensor_type.ClearField("shape")
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except onnx.shape_inference.InferenceError:
+            inferred = model
+    known = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output] if v.type.HasField("tensor_type")}
+    outputs = []
+    for value in inferred.graph.output:
+        source = _known_value_info(value.name, scope)
+        if value.name in known:
+            value.type.CopyFrom(known[value.name])
+        elif source is not None:
+            value.type.tensor_type.elem_type = source.type.tensor_type.elem_type
+        if value.type.HasField("tensor_type"):
+            outputs.append(value)
+    del inferred.graph.output[:]
+    inferred.graph.output.extend(outputs)
+    untyped = [v.name for v in inferred.graph.input if not v.type.HasField("tensor_type")]
+    if untyped:
+        raise UsageError(f"shape inference gives no type for {', '.join(untyped)}; try another --hops")
+    return inferred
 
 
 def _graphs_in_order(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
@@ -309,7 +357,7 @@ def check_save_target(save: Path, model_path: Path) -> None:
         raise UsageError(f"--save {save}: folder {save.parent} does not exist")
 
 
-def import_netron():  # type: ignore[no-untyped-def]
+def import_netron() -> ModuleType:
     """netron is an optional extra: its absence is a one-line message, not a traceback."""
     try:
         import netron
@@ -320,9 +368,10 @@ def import_netron():  # type: ignore[no-untyped-def]
     return netron
 
 
-def start_server(netron, file: Path, port: int | None, browse: bool) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+def start_server(netron: ModuleType, file: Path, port: int | None, browse: bool) -> tuple[str, int]:
     """Serve `file` with Netron on 127.0.0.1 only (never on other interfaces)."""
     try:
-        return tuple(netron.start(str(file), address=("127.0.0.1", port), browse=browse))  # type: ignore[return-value]
+        host, bound = netron.start(str(file), address=("127.0.0.1", port), browse=browse)
     except OSError as exc:
         raise UsageError(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    return str(host), int(bound)

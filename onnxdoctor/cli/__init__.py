@@ -53,20 +53,23 @@ def cli() -> None:
       onnxdoctor replay export_dir/ --steps 2 dynamic: step 0 -> step N with ONNX Runtime
       onnxdoctor contract model.onnx           what a client must feed at step 0 and step n
       onnxdoctor check-feeds model.onnx step0.npz step1.npz   a client's recorded feeds
+      onnxdoctor fix model.onnx --source DIR  re-export with patched settings, verified
       onnxdoctor rules                        every check with its code
       onnxdoctor explain ODS002               what a check means and how to fix it
     """
 
 
 def _register_commands() -> None:
-    from onnxdoctor.cli import check_feeds_cmd, contract_cmd, explain_cmd, inspect_cmd, replay_cmd, rules_cmd
+    from onnxdoctor.cli import check_feeds_cmd, contract_cmd, explain_cmd, fix_cmd, inspect_cmd, replay_cmd, rules_cmd, view_cmd
 
     cli.add_command(inspect_cmd.inspect_command)
     cli.add_command(replay_cmd.replay_command)
     cli.add_command(contract_cmd.contract_command)
     cli.add_command(check_feeds_cmd.check_feeds_command)
+    cli.add_command(fix_cmd.fix_command)
     cli.add_command(rules_cmd.rules_command)
     cli.add_command(explain_cmd.explain_command)
+    cli.add_command(view_cmd.view_command)
 
 
 _register_commands()

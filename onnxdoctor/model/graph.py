@@ -92,7 +92,9 @@ class Scope:
         for scope in self.chain():
             if name in scope.initializers:
                 tensor = scope.initializers[name]
-                return None if stripped_bytes(tensor) is not None else numpy_helper.to_array(tensor)
+                if stripped_bytes(tensor) is not None or tensor.data_location == onnx.TensorProto.EXTERNAL:
+                    return None  # weights are never read to inspect, external data included
+                return numpy_helper.to_array(tensor)
             node = scope.producers.get(name)
             if node is not None:
                 return _constant_node_value(node) if node.op_type == "Constant" else None

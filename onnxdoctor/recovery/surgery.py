@@ -74,7 +74,7 @@ def _load_full(model_file: ModelFile) -> onnx.ModelProto:
     return onnx.load(str(model_file.path), load_external_data=True)
 
 
-def _main_nodes_by_name(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+def _nodes_by_name(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     """Named nodes of a graph and its subgraphs (node names are what findings point to)."""
     found: dict[str, onnx.NodeProto] = {}
     for node in graph.node:
@@ -82,7 +82,7 @@ def _main_nodes_by_name(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
             found.setdefault(node.name, node)
         for attribute in node.attribute:
             for subgraph in ([attribute.g] if attribute.HasField("g") else list(attribute.graphs)):
-                for name, inner in _main_nodes_by_name(subgraph).items():
+                for name, inner in _nodes_by_name(subgraph).items():
                     found.setdefault(name, inner)
     return found
 
@@ -225,7 +225,7 @@ def swap_concat_inputs(model_file: ModelFile, signature: Signature, targets: Seq
     Safe: the output shape is unchanged and cache positions match token positions again.
     """
     model = _load_full(model_file)
-    named = _main_nodes_by_name(model.graph)
+    named = _nodes_by_name(model.graph)
     swapped = []
     for node_name, present in targets:
         node = named.get(node_name) or (_concat_of_present(model.graph, present) if present else None)
@@ -330,6 +330,20 @@ def _leading_dim(value: onnx.ValueInfoProto) -> int | None:
 # ------------------------------------------------------------------------------ plan, write, verify
 
 
+# fix function -> (name, safe, finding codes it targets): what a plan says before anything runs
+FIXES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
+    "swap_concat_inputs": ("swap-concat-inputs", True, ("ODP302",)),
+    "expose_present": ("expose-present", True, ("ODS002",)),
+    "symbolic_batch": ("symbolic-batch", False, ("ODA101",)),
+}
+
+
+def describe_fix(make: Callable[[], SurgeryResult]) -> tuple[str, bool, tuple[str, ...]]:
+    """(name, safe, targets) of a planned fix, without running it."""
+    function = getattr(make, "func", make)
+    return FIXES[function.__name__]
+
+
 def plan_surgery(report: InspectReport) -> list[Callable[[], SurgeryResult]]:
     """The graph fixes that address the report's findings, most specific first.
 
@@ -400,11 +414,13 @@ def _inspect_and_replay(path: Path, batch: int) -> tuple[list[Finding], int | No
     return list(report.findings) + list(replay.findings), replay.exit_code
 
 
-def verify(original: Path, mended: Path, targets: Sequence[str]) -> VerifyResult:
+def verify(original: Path, mended: Path, targets: Sequence[str], *, safe: bool = True) -> VerifyResult:
     """Inspect + replay both files; keep the fix only if the targets are gone and no new error appears.
 
     Replay runs 2 steps after the prompt (step 2 is chunked, where swapped concats show) with batch 2
-    when the batch axis is targeted (that is what the fix claims), else batch 1.
+    when the batch axis is targeted (that is what the fix claims), else batch 1. An unsafe fix
+    (`safe=False`) is only proven by a replay that passes: a replay stopped by an older error has
+    not exercised it.
     """
     batch = 2 if "ODA101" in targets else 1
     before, _ = _inspect_and_replay(Path(original), batch)
@@ -417,6 +433,8 @@ def verify(original: Path, mended: Path, targets: Sequence[str]) -> VerifyResult
         kept, reason = False, f"targeted findings remain: {', '.join(remaining)}"
     elif new_errors:
         kept, reason = False, f"new errors: {', '.join(new_errors)}"
+    elif not safe and replay_exit != 0:
+        kept, reason = False, "unsafe fix not proven: replay of the mended model still fails on other errors"
     else:
         kept, reason = True, f"{', '.join(targets)} gone, no new error (replay exit {replay_exit})"
     return VerifyResult(kept, reason, _codes(before), _codes(after), new_errors, replay_exit)

@@ -1,0 +1,184 @@
+"""The recovery engine end to end: real exporters in subprocesses, verified by inspect + replay."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from support import FIXTURES, REPO, run_cli, snapshot
+from onnxdoctor.errors import UsageError
+from onnxdoctor.recovery.engine import RecoveryEngine
+
+WRAPPERS = REPO / "tests" / "recovery" / "torch_wrappers.py"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama (GQA) saved locally: the 'source' of an optimum export."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    )
+    folder = tmp_path_factory.mktemp("llama") / "source"
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def _optimum_export(source: Path, out: Path, **flags: object) -> Path:
+    from optimum.exporters.onnx import main_export
+
+    main_export(model_name_or_path=str(source), output=str(out), task="text-generation-with-past", do_validation=False, **flags)
+    return out
+
+
+def _fix(*args: object) -> dict[str, object]:
+    result = run_cli("fix", *args, "--format", "json")
+    assert result.returncode in (0, 1), result.stderr
+    data = result.json()
+    data["_returncode"] = result.returncode
+    return data
+
+
+def test_optimum_no_dynamic_axes_is_reexported_and_replays(tiny_llama: Path, tmp_path: Path) -> None:
+    broken = _optimum_export(tiny_llama, tmp_path / "broken", no_dynamic_axes=True)
+    before = snapshot(broken)
+    data = _fix(broken, "--source", tiny_llama, "--out", tmp_path / "out")
+    assert data["_returncode"] == 0 and {"ODA101", "ODA102", "ODA103"} <= set(data["findings_before"])
+    kept = next(a for a in data["attempts"] if a["result"] == "kept")
+    assert kept["exporter"] == "optimum" and kept["settings"]["no_dynamic_axes"] is False
+    assert kept["findings_after"] == [] and data["kept"] == kept["produced"]
+    replay = run_cli("replay", data["kept"], "--steps", "3")
+    assert replay.returncode == 0, replay.stdout
+    assert snapshot(broken) == before  # nothing written over or next to the input
+
+
+@pytest.mark.parametrize("fixture", ["broken-torch-no-dynamic-axes", "broken-torch-partial-dynamic-axes"])
+def test_torch_static_axes_get_dynamic_axes(fixture: str, tmp_path: Path) -> None:
+    data = _fix(FIXTURES / fixture, "--source", f"{WRAPPERS}:tiny_decoder", "--out", tmp_path / "out")
+    assert data["_returncode"] == 0
+    kept = next(a for a in data["attempts"] if a["result"] == "kept")
+    assert kept["name"] == "dynamic-axes" and kept["settings"]["dynamo"] is False
+    axes = kept["settings"]["dynamic_axes"]
+    assert axes["past_key_0"] == {"0": "batch_size", "2": "past_sequence_length"}
+    assert axes["present_key_0"] == {"0": "batch_size", "2": "total_sequence_length"}
+    assert run_cli("replay", data["kept"]).returncode == 0
+
+
+def test_baked_reshape_is_reported_as_a_code_change_with_the_node(tmp_path: Path) -> None:
+    config = tmp_path / "legacy.json"
+    config.write_text(json.dumps({"dynamo": False}))
+    data = _fix(
+        FIXTURES / "broken-torch-baked-view", "--source", f"{WRAPPERS}:tiny_decoder_baked_view",
+        "--out", tmp_path / "out", "--config", config,
+    )
+    assert data["_returncode"] == 1 and data["kept"] is None
+    assert {a["result"] for a in data["attempts"]} == {"rejected"}
+    assert all("ODR201" in a["findings_after"] for a in data["attempts"])
+    (note,) = data["notes"]
+    assert note.startswith("needs a code change") and "/layers.0/Reshape" in note and "layers.0" in note
+
+
+def test_dynamo_keeps_sizes_symbolic_and_still_points_at_the_code(tmp_path: Path) -> None:
+    data = _fix(FIXTURES / "broken-torch-baked-view", "--source", f"{WRAPPERS}:tiny_decoder_baked_view", "--out", tmp_path / "out")
+    kept = next(a for a in data["attempts"] if a["result"] == "kept")
+    assert kept["name"] == "dynamo+dynamic-shapes" and data["_returncode"] == 0
+    assert any("/layers.0/Reshape" in note and "code change" in note for note in data["notes"])
+
+
+@pytest.mark.parametrize(
+    "path,fix",
+    [
+        (FIXTURES / "broken-gs-dropped-present", "expose-present"),
+        (FIXTURES / "broken-gs-concat-swapped", "swap-concat-inputs"),
+        (FIXTURES / "synthetic" / "defect-drop_present.onnx", "expose-present"),
+    ],
+)
+def test_graph_surgery_without_source(path: Path, fix: str, tmp_path: Path) -> None:
+    data = _fix(path, "--out", tmp_path / "out")
+    assert data["_returncode"] == 0
+    (attempt,) = data["attempts"]
+    assert attempt["name"] == fix and attempt["safe"] and attempt["result"] == "kept"
+    assert run_cli("replay", data["kept"], "--batch", "1").returncode == 0
+
+
+def test_unsafe_fix_needs_the_flag(tmp_path: Path) -> None:
+    import onnx
+
+    from onnxdoctor.testing.synth import DecoderSpec, build_decoder
+
+    model = tmp_path / "model" / "model.onnx"
+    model.parent.mkdir()
+    onnx.save(build_decoder(DecoderSpec(static_dims={"batch_size": 1})), model)
+    skipped = _fix(model, "--out", tmp_path / "out1")
+    assert [a["result"] for a in skipped["attempts"]] == ["skipped"] and skipped["_returncode"] == 1
+    tried = _fix(model, "--out", tmp_path / "out2", "--unsafe-fixes")
+    assert [(a["name"], a["result"]) for a in tried["attempts"]] == [("symbolic-batch", "kept")]
+
+
+def test_crashing_and_hanging_exporters_are_failed_attempts(tmp_path: Path) -> None:
+    crashed = _fix(FIXTURES / "broken-torch-no-dynamic-axes", "--source", f"{WRAPPERS}:crashing", "--out", tmp_path / "a")
+    assert crashed["_returncode"] == 1 and len(crashed["attempts"]) >= 2
+    for attempt in crashed["attempts"]:
+        assert attempt["result"] == "failed" and "139" in attempt["reason"]
+        assert any("simulated exporter crash" in line for line in attempt["log_tail"])
+    hung = _fix(
+        FIXTURES / "broken-torch-no-dynamic-axes", "--source", f"{WRAPPERS}:hanging", "--out", tmp_path / "b", "--timeout", "3",
+    )
+    assert {a["result"] for a in hung["attempts"]} == {"timeout"}
+    assert all(a["log_tail"] == ["tracing the model"] for a in hung["attempts"])
+
+
+def test_dry_run_plans_without_exporting(tmp_path: Path) -> None:
+    result = run_cli("fix", FIXTURES / "broken-torch-no-dynamic-axes", "--source", f"{WRAPPERS}:tiny_decoder", "--out", tmp_path / "out", "--dry-run")
+    assert result.returncode == 0 and "dry run" in result.stdout and "dynamic-axes" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_inside_the_model_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="never writes next to your model"):
+        RecoveryEngine(str(FIXTURES / "broken-gs-concat-swapped"), out=FIXTURES / "broken-gs-concat-swapped" / "fixed")
+    result = run_cli("fix", FIXTURES / "optimum-gpt2", "--source", "nowhere.py:make", "--out", tmp_path / "o")
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_lora_adapter_is_merged_and_exported(tiny_llama: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(1)
+    adapter_model = get_peft_model(
+        LlamaForCausalLM.from_pretrained(tiny_llama),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    adapter = tmp_path / "adapter"
+    adapter_model.save_pretrained(adapter)
+    broken = _optimum_export(tiny_llama, tmp_path / "broken", no_dynamic_axes=True)
+    data = _fix(broken, "--source", tiny_llama, "--adapter", adapter, "--out", tmp_path / "out")
+    assert data["_returncode"] == 0
+    kept = Path(str(data["kept"]))
+    merged = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(tiny_llama), str(adapter)).merge_and_unload().eval()
+    base = LlamaForCausalLM.from_pretrained(tiny_llama).eval()
+    ids = torch.tensor([[3, 14, 15, 9, 2]])
+    with torch.no_grad():
+        expected = merged(ids).logits.numpy()
+        unmerged = base(ids).logits.numpy()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(kept / "model.onnx"))
+    feeds = {"input_ids": ids.numpy(), "attention_mask": np.ones_like(ids.numpy()), "position_ids": np.arange(5)[None]}
+    for value in session.get_inputs():
+        if value.name.startswith("past_key_values"):
+            feeds[value.name] = np.zeros((1, 2, 0, 4), dtype=np.float32)
+    logits = session.run(["logits"], feeds)[0]
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    assert np.abs(expected - unmerged).max() > 1e-3  # the adapter really changed the model
