@@ -47,9 +47,11 @@ class FailurePlace:
 
 def parse_error(message: str) -> FailurePlace:
     place = FailurePlace(message=message)
-    match = _NODE.search(message)
-    if match:
-        place.op, place.node = match["op"], match["name"]
+    matches = list(_NODE.finditer(message))
+    if matches:
+        # ORT names the If node first, then the node inside its branch that really failed
+        innermost = matches[-1]
+        place.op, place.node = innermost["op"], innermost["name"]
     return place
 
 
