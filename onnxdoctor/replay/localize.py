@@ -40,7 +40,7 @@ class FailurePlace:
     def summary(self) -> str:
         """ORT's own words without the source path and C++ signature it wraps them in."""
         text = " ".join(self.message.split())
-        status = text.split("Status Message: ", 1)[-1] if "Status Message: " in text else text
+        status = text.rsplit("Status Message: ", 1)[-1]  # the innermost node's own words
         status = _CXX_SIGNATURE.sub("", _SOURCE_PREFIX.sub("", status))
         return status[:500] or "ONNX Runtime failed"
 
