@@ -25,15 +25,9 @@ from onnxdoctor import __version__
 from onnxdoctor.doctor import Report, diagnose
 from onnxdoctor.errors import UsageError
 from onnxdoctor.findings import Severity
+from onnxdoctor.inspectors.dynamic_axes import DIM_NAMES
 from onnxdoctor.model.signature import Signature, axis_roles
 
-DIM_NAMES = {
-    "batch": "batch_size",
-    "sequence": "sequence_length",
-    "total": "total_sequence_length",
-    "cache": "past_sequence_length",
-    "encoder": "encoder_sequence_length",
-}
 STATIC_AXES = ("ODA101", "ODA102", "ODA103", "ODA104", "ODA105")
 FP16_TROUBLE = ("ODS003", "ODX404", "ODX405")
 Progress = Callable[[str], None]
