@@ -36,6 +36,15 @@ class Context:
         return GraphView(self.model_file.proto)
 
     @cached_property
+    def static_cache(self) -> bool:
+        """A fixed-size cache updated in place (HF StaticCache exports): every present is a scatter into its past.
+
+        Its cache axis is fixed on purpose; the position to write comes from cache_position.
+        """
+        sources = [s for s in self.present_sources.values() if s.pair.attention == "self"]
+        return bool(sources) and all(s.kind == "scatter" for s in sources)
+
+    @cached_property
     def present_sources(self) -> dict[str, PresentSource]:
         """Present output name -> how it is built from its past."""
         return {s.pair.present.name: s for s in trace_presents(self.graph, self.signature) if s.pair.present}

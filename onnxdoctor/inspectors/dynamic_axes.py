@@ -220,7 +220,7 @@ def check_dynamic_axes(ctx: Context) -> Iterator[Finding]:
     frozen = frozen_axes(ctx)
     grows = kv is not None and kv.mode in ("with_past", "merged", "past_only")
     batch = [f for f in frozen if f.meaning == "batch"]
-    if batch:
+    if batch and not ctx.static_cache:  # a preallocated cache fixes the batch by design
         yield _grouped(ctx, STATIC_BATCH, batch, "the batch axis is")
     sequence = [f for f in frozen if f.meaning in ("sequence", "total") and f.tensor.cache is None]
     real = [f for f in sequence if not _declared_only(ctx, f)]
@@ -230,7 +230,7 @@ def check_dynamic_axes(ctx: Context) -> Iterator[Finding]:
     if declared:
         yield _grouped(ctx, STATIC_SEQUENCE, declared, "the declared output sequence axis is (inputs are dynamic)", Severity.WARNING)
     cache = [f for f in frozen if f.meaning in ("cache", "total") and f.tensor.cache is not None]
-    if cache and grows:
+    if cache and grows and not ctx.static_cache:
         yield _grouped(ctx, STATIC_CACHE, cache, "the cache-length axis is")
     encoder = [f for f in frozen if f.meaning == "encoder"]
     if encoder:

@@ -418,6 +418,8 @@ def axis_roles(signature: Signature, tensor: TensorSig) -> dict[int, str]:
             length = "cache" if tensor.io == "input" else "total"
         return {pair.axes.batch: "batch", pair.axes.cache: length}
     table = _ROLE_AXES.get(tensor.role, {})
+    if tensor.role == roles.POSITION_IDS and rank == 3:
+        return {1: "batch", 2: "sequence"}  # multimodal rope: [sections, batch, sequence]
     if tensor.role == roles.LOGITS and rank == 2:
         return {0: "batch"}  # last-token logits [batch, vocab]
     return {axis: meaning for axis, meaning in table.items() if axis < rank}

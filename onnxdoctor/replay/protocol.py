@@ -168,7 +168,11 @@ def build_feeds(
         elif role == roles.ATTENTION_MASK:
             feeds[tensor.name] = _int_array(state.mask, tensor)  # covers past + new tokens
         elif role == roles.POSITION_IDS:
-            feeds[tensor.name] = _int_array(positions_from_mask(state.mask)[:, past_len:], tensor)
+            positions = positions_from_mask(state.mask)[:, past_len:]
+            if tensor.rank == 3 and tensor.dims is not None and tensor.dims[0].is_static:
+                # multimodal rope [sections, batch, seq]: text-only positions are the same in every section
+                positions = np.broadcast_to(positions[None], (int(tensor.dims[0].value or 1), *positions.shape))
+            feeds[tensor.name] = _int_array(np.ascontiguousarray(positions), tensor)
         elif role == roles.CACHE_POSITION:
             feeds[tensor.name] = _int_array(np.arange(past_len, total), tensor)
         elif role == roles.TOKEN_TYPE_IDS:
