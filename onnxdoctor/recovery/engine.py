@@ -175,6 +175,22 @@ def _check_source(source: str, kind: str) -> None:
             raise UsageError(f"--source {source}: no such file {file_name!r}")
 
 
+def _check_exporter_installed(kind: str, adapter: str | None) -> None:
+    """Say which pip install is missing before any attempt fails on an import."""
+    import importlib.util
+
+    from onnxdoctor.errors import MissingExtraError
+
+    needed = ["torch"] + (["optimum.exporters.onnx", "transformers"] if kind == "optimum" else []) + (["peft"] if adapter else [])
+    for module in needed:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise MissingExtraError(module.split(".")[0], "export")
+
+
 def _optimum_task(source: str, signatures: list[Signature]) -> str:
     config = json.loads((Path(source) / "config.json").read_text())
     with_past = any(s.kv is not None for s in signatures)
@@ -268,6 +284,7 @@ class RecoveryEngine:
         self.kind = _source_kind(source, exporter)
         if source is not None and self.kind is not None:
             _check_source(source, self.kind)
+            _check_exporter_installed(self.kind, adapter)
         if adapter is not None and not Path(adapter).is_dir():
             raise UsageError(f"--adapter {adapter}: no such folder")
         self.adapter = adapter
