@@ -293,9 +293,16 @@ class RecoveryEngine:
         self.unsafe_fixes = unsafe_fixes
         self.steps = steps
         self.progress = progress or (lambda _m: None)
-        model_folder = Path(path) if Path(path).is_dir() else Path(path).parent
-        if out.resolve() == model_folder.resolve() or model_folder.resolve() in out.resolve().parents:
-            raise UsageError(f"--out {out} is inside the model's folder: onnxdoctor never writes next to your model")
+        if not Path(path).exists():
+            from onnxdoctor.errors import UnusableInputError
+
+            raise UnusableInputError(path, "no such file or folder")
+        target = Path(path).resolve()
+        resolved_out = out.resolve()
+        # an export folder is the model: nothing goes into it; a single file's folder may hold a new subfolder
+        inside = resolved_out == target or target in resolved_out.parents if target.is_dir() else resolved_out == target.parent
+        if inside or resolved_out == target:
+            raise UsageError(f"--out {out} would write into the model's folder: onnxdoctor never writes into or over your model")
 
     def _diagnose(self, path: Path | str) -> Report:
         return diagnose(path, steps=self.steps)

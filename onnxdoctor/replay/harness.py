@@ -557,9 +557,11 @@ class Replayer:
         assert folder is not None
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise UsageError(f"--record {folder}: the folder exists and is not empty; give a new folder")
-        model_folder = Path(self.report.path) if Path(self.report.path).is_dir() else Path(self.report.path).parent
-        if folder.resolve() == model_folder.resolve():
-            raise UsageError("--record must not be the model's own folder: onnxdoctor never writes next to your model")
+        target = Path(self.report.path).resolve()
+        record = folder.resolve()
+        inside = record == target or target in record.parents if target.is_dir() else record == target.parent
+        if inside:
+            raise UsageError(f"--record {folder} would write into the model's folder: onnxdoctor never writes into or over your model")
         if len(scenarios) > 1:
             raise UsageError(
                 f"--record needs one decoding scenario, this export has {len(scenarios)} "

@@ -144,7 +144,7 @@ def test_dry_run_plans_without_exporting(tmp_path: Path) -> None:
 
 
 def test_out_inside_the_model_folder_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="never writes next to your model"):
+    with pytest.raises(UsageError, match="never writes into or over your model"):
         RecoveryEngine(str(FIXTURES / "broken-gs-concat-swapped"), out=FIXTURES / "broken-gs-concat-swapped" / "fixed")
     result = run_cli("fix", FIXTURES / "optimum-gpt2", "--source", "nowhere.py:make", "--out", tmp_path / "o")
     assert result.returncode == 2 and "no such file" in result.stderr
