@@ -41,6 +41,8 @@ def _fold_cache_rows(tensors: list[TensorSig]) -> list[tuple[TensorSig, str]]:
             groups[key] = []
             order.append(key)
         groups[key].append(tensor)
+    if all(len(members) <= 2 for members in groups.values()):
+        return [(tensor, "") for tensor in tensors]  # nothing to fold: keep the graph's order
     rows: list[tuple[TensorSig, str]] = []
     for key in order:
         members = groups[key]
