@@ -24,7 +24,8 @@ from onnxdoctor.findings import Finding, Location, Severity, earliest_error, sor
 from onnxdoctor.model import roles
 from onnxdoctor.model.contract import build_contract
 from onnxdoctor.model.graph import GraphView
-from onnxdoctor.model.signature import Signature
+from onnxdoctor.model.dims import format_dims
+from onnxdoctor.model.signature import Signature, TensorSig
 from onnxdoctor.replay import oracles
 from onnxdoctor.replay.localize import localize
 from onnxdoctor.replay.protocol import (
@@ -290,12 +291,27 @@ class Replayer:
             elif tensor.role == roles.ATTENTION_MASK:
                 feeds[tensor.name] = state.encoder_mask
             else:
-                raise UsageError(f"encoder input {tensor.name} ({tensor.role}) is not supported by replay")
+                feeds[tensor.name] = self._encoder_features(tensor, batch, rng)
         outputs = self.runtime.run(scenario.path(encoder), feeds)
         hidden = next((outputs[t.name] for t in encoder.outputs if t.role == roles.HIDDEN_STATES), None)
         if hidden is None:
             hidden = next(iter(outputs.values()))
         state.encoder_hidden = hidden
+
+    def _encoder_features(self, tensor: TensorSig, batch: int, rng: np.random.Generator) -> np.ndarray:
+        """Seeded random values for an encoder's non-token input (Whisper's input_features, pixel_values).
+
+        Their sizes are fixed by the model (mel bins x frames, channels x height x width), so every
+        axis but the batch must be a number.
+        """
+        dtype = numpy_dtype(tensor.elem_type)
+        if tensor.dims is None or not np.issubdtype(dtype, np.floating) or not all(d.is_static for d in tensor.dims[1:]):
+            raise UsageError(
+                f"encoder input {tensor.name} ({tensor.dtype} {format_dims(tensor.dims)}): replay can only synthesize "
+                "float inputs whose non-batch dims are fixed"
+            )
+        shape = (batch, *(int(d.value or 0) for d in tensor.dims[1:]))
+        return rng.standard_normal(shape).astype(dtype)
 
     def _synthesized_hidden(self, scenario: Scenario, batch: int, rng: np.random.Generator) -> np.ndarray:
         """No encoder file next to the decoder: seeded random encoder states of the declared width."""
