@@ -8,6 +8,7 @@ graph optimization and weight prepacking are off by default: external weights st
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from onnxdoctor.errors import UnusableInputError, UsageError
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
+@lru_cache(maxsize=None)
 def numpy_dtype(elem_type: int) -> np.dtype[Any]:
     """The numpy dtype ONNX Runtime expects for an ONNX element type."""
     if elem_type == onnx.TensorProto.BOOL:
@@ -49,6 +51,7 @@ class Runtime:
         self.providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
         self.optimize = optimize
         self._sessions: dict[str, Any] = {}
+        self._output_names: dict[str, list[str]] = {}
         self.run_seconds = 0.0  # time inside session.run, for the overhead benchmark
         self.calls = 0
 
@@ -77,7 +80,10 @@ class Runtime:
 
     def run(self, path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.session(path)
-        names = [o.name for o in session.get_outputs()]
+        key = str(path)
+        if key not in self._output_names:
+            self._output_names[key] = [o.name for o in session.get_outputs()]
+        names = self._output_names[key]
         started = time.perf_counter()
         try:
             values = session.run(names, feeds)
