@@ -116,6 +116,63 @@ STALE_PAST = register(
 )
 
 
+TOKEN_RANGE = register(
+    Rule(
+        "ODF510", "token-out-of-range", Severity.ERROR, "a token id outside the model's vocabulary",
+        what="input_ids holds an id below 0 or at least the vocabulary size (the logits' last dim).",
+        why="The embedding Gather fails ('indices element out of data bounds'), which reads like a model bug; the cause is the tokenizer or the sampling code.",
+        example="id 32000 fed to a model whose logits have 32000 entries (ids 0..31999).",
+        fix="Use the tokenizer the model was trained with; sample ids from the logits' own range.",
+        fix_safety="Client-side change only.",
+    )
+)
+MASK_NOT_CARRIED = register(
+    Rule(
+        "ODF511", "mask-not-carried", Severity.ERROR, "the attention mask does not carry the previous step's mask, or masks the new tokens",
+        what="At step n the mask's first part is not the mask fed at step n-1 (left-padding zeros lost or changed), or the new tokens are masked with 0.",
+        why="Nothing fails: attention silently reads padding or ignores the token just fed, and outputs drift.",
+        example="Row 1 was [0, 0, 1] at step 0 and became [1, 1, 1, 1] at step 1.",
+        fix="At every step append 1 for each new token to the previous mask; never rebuild it.",
+        fix_safety="Client-side change only.",
+    )
+)
+FED_TWICE = register(
+    Rule(
+        "ODF512", "tokens-fed-twice", Severity.ERROR, "tokens already in the cache fed again as new tokens",
+        what="input_ids at step n starts with the tokens fed before, while the past already holds them.",
+        why="Every earlier token is attended twice: the output silently drifts, or shapes stop adding up.",
+        example="Step 1 feeds the 3 prompt tokens again plus the new one, with the 3-token past of step 0.",
+        fix="With a past, feed only the new tokens; or feed the whole sequence with an empty past (no cache).",
+        fix_safety="Client-side change only.",
+    )
+)
+CACHE_DROPPED = register(
+    Rule(
+        "ODF513", "cache-dropped", Severity.ERROR, "a step after step 0 runs the decoder without past inputs on the new tokens only",
+        what="After step 0, the client runs the file that takes no past (optimum decoder_model.onnx) with only the new tokens.",
+        why="The model sees only the new tokens and forgets the sequence: silently wrong output.",
+        example="Marian: decoder_model.onnx at every step with one token instead of decoder_with_past_model.onnx.",
+        fix="Run the with-past decoder at step n with step n-1's presents, or feed the whole sequence to the no-past file.",
+        fix_safety="Client-side change only.",
+    )
+)
+
+
+@dataclass
+class _History:
+    """What a correct client carries between steps, as seen in the recorded feeds and outputs."""
+
+    outputs: dict[str, np.ndarray] | None = None
+    signature: Signature | None = None
+    cross_at_step0: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    tokens: np.ndarray | None = None  # every token the model has been fed, in order
+    mask: np.ndarray | None = None  # the last attention mask fed
+
+    @property
+    def seen(self) -> int:
+        return 0 if self.tokens is None else int(self.tokens.shape[1])
+
+
 @dataclass
 class StepCheck:
     step: int
@@ -187,21 +244,20 @@ class FeedChecker:
         self.progress = progress or (lambda _m: None)
         self.paths = {r.signature.file: r.model_file.path for r in self.report.files}
         self.decoders = [r.signature for r in report.files if r.signature.kind == "decoder"]
+        self._batches: dict[str, int] = {}
         if not self.decoders:
             raise UsageError(f"no decoder in {report.path}: check-feeds needs the decoder the client runs")
 
     def run(self, step_files: list[Path]) -> FeedReport:
         result = FeedReport(self.report.path)
-        previous: dict[str, np.ndarray] | None = None
-        previous_sig: Signature | None = None
-        cross_at_step0: dict[tuple[int, str], np.ndarray] = {}
+        history = _History()
         for step, path in enumerate(step_files):
             feeds = load_feeds(path)
             sig = _pick_file(self.decoders, feeds, step)
             self.progress(f"step {step}: {path.name} -> {sig.file}")
             record = StepCheck(step, sig.file, path, {k: list(v.shape) for k, v in feeds.items()})
             result.steps.append(record)
-            findings = self._check_step(sig, feeds, step, previous, previous_sig, cross_at_step0)
+            findings = self._check_step(sig, feeds, step, history)
             outputs = None
             if not findings:  # only feeds that follow the contract are worth running
                 outputs, failure = self._run(sig, feeds, step)
@@ -213,47 +269,88 @@ class FeedChecker:
                 return result
             assert outputs is not None
             outputs = _recorded_outputs(path) or outputs  # what the client really got, when it saved it
-            if step == 0 and sig.kv is not None:
-                for pair in sig.kv.cross_pairs():
-                    if pair.present is not None and pair.present.name in outputs:
-                        cross_at_step0[(pair.layer, pair.part)] = outputs[pair.present.name]
-            previous, previous_sig = outputs, sig
+            self._remember(sig, feeds, outputs, step, history)
         return result
+
+    def _remember(self, sig: Signature, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], step: int, history: _History) -> None:
+        if sig.kv is not None:
+            for pair in sig.kv.cross_pairs():
+                if step == 0 and pair.present is not None and pair.present.name in outputs:
+                    history.cross_at_step0[(pair.layer, pair.part)] = outputs[pair.present.name]
+        ids = sig.input(roles.INPUT_IDS)
+        if ids is not None and feeds[ids.name].ndim == 2:
+            fed = feeds[ids.name].astype(np.int64)
+            if self._recomputes(sig, feeds, history) or history.tokens is None or self._past_len(sig, feeds) == 0:
+                history.tokens = fed
+            else:
+                history.tokens = np.concatenate([history.tokens, fed], axis=1)
+        mask = sig.input(roles.ATTENTION_MASK)
+        history.mask = feeds[mask.name] if mask is not None else None
+        history.outputs, history.signature = outputs, sig
+
+    @staticmethod
+    def _past_len(sig: Signature, feeds: dict[str, np.ndarray]) -> int:
+        if sig.kv is None:
+            return 0
+        lengths = [
+            int(feeds[p.past.name].shape[p.axes.cache])
+            for p in sig.kv.self_pairs()
+            if p.past is not None and p.axes is not None and p.past.name in feeds and feeds[p.past.name].ndim > p.axes.cache
+        ]
+        return max(lengths) if lengths else 0
+
+    def _recomputes(self, sig: Signature, feeds: dict[str, np.ndarray], history: _History) -> bool:
+        """No-cache decoding: an empty past and the whole sequence so far fed again (valid, just slower)."""
+        ids = sig.input(roles.INPUT_IDS)
+        if ids is None or history.tokens is None or self._past_len(sig, feeds) != 0:
+            return False
+        fed = feeds[ids.name]
+        seen = history.seen
+        return fed.ndim == 2 and fed.shape[1] > seen and np.array_equal(fed[:, :seen], history.tokens[: fed.shape[0], :seen])
 
     # ------------------------------------------------------------------ checks
 
     def _at(self, sig: Signature, name: str | None, step: int, axis: int | None = None) -> Location:
         return Location(sig.file, "feed", name, axis, step)
 
-    def _check_step(
-        self,
-        sig: Signature,
-        feeds: dict[str, np.ndarray],
-        step: int,
-        previous: dict[str, np.ndarray] | None,
-        previous_sig: Signature | None,
-        cross_at_step0: dict[tuple[int, str], np.ndarray],
-    ) -> list[Finding]:
+    def _check_step(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, history: _History) -> list[Finding]:
         findings = self._check_io(sig, feeds, step)
         if findings:
             return findings
+        findings += self._check_tokens(sig, feeds, step)
+        if findings:
+            return findings
+        ids = sig.input(roles.INPUT_IDS)
+        if step > 0 and ids is not None and history.tokens is not None and self._past_len(sig, feeds) > 0:
+            findings += self._check_fed_twice(sig, feeds[ids.name], step, history)  # explains the shape mismatches it causes
+        findings = findings or self._check_shared_dims(sig, feeds, step, self._batches)
+        if findings:
+            return findings
         kv = sig.kv
+        recompute = step > 0 and self._recomputes(sig, feeds, history)
+        new = int(feeds[ids.name].shape[1]) if ids is not None and feeds[ids.name].ndim > 1 else 1
+        if kv is not None and kv.mode == "no_past" and step > 0 and not recompute:
+            return [
+                CACHE_DROPPED.finding(
+                    f"step {step}: {sig.file} takes no past, and it was fed {new} new token(s) after {history.seen} "
+                    "already decoded: the cache from the previous step is dropped",
+                    self._at(sig, ids.name if ids else None, step),
+                    evidence={"file": sig.file, "new_tokens": new, "decoded_before": history.seen},
+                )
+            ]
         if kv is None:
             return findings
         switch = sig.input(roles.USE_CACHE_BRANCH)
         use_cache = bool(feeds[switch.name].reshape(-1)[0]) if switch is not None else True
         self_pairs = [p for p in kv.self_pairs() if p.past is not None and p.axes is not None]
-        lengths = {p.past.name: int(feeds[p.past.name].shape[p.axes.cache]) for p in self_pairs if p.past and p.axes}  # type: ignore[union-attr]
-        past_len = max(lengths.values()) if lengths else 0
-        ids = sig.input(roles.INPUT_IDS)
-        new = int(feeds[ids.name].shape[1]) if ids is not None and feeds[ids.name].ndim > 1 else 1
+        past_len = self._past_len(sig, feeds)
         mask_tensor = sig.input(roles.ATTENTION_MASK)
         mask = feeds[mask_tensor.name] if mask_tensor is not None else None
-        if switch is not None:
+        if switch is not None and not recompute:
             findings += self._check_switch(sig, switch.name, use_cache, past_len, step)
-        findings += self._check_cross(sig, feeds, step, use_cache, cross_at_step0)
-        if step > 0 and previous is not None and previous_sig is not None and use_cache:
-            findings += self._check_stale(sig, feeds, step, previous, previous_sig)
+        findings += self._check_cross(sig, feeds, step, use_cache, history.cross_at_step0)
+        if step > 0 and not recompute and history.outputs is not None and history.signature is not None and use_cache:
+            findings += self._check_stale(sig, feeds, step, history.outputs, history.signature)
         effective_past = past_len if use_cache else 0
         if step == 0 and past_len > 0 and use_cache and mask is not None:
             findings += self._check_dummy(sig, feeds, self_pairs, past_len, new, mask, step)
@@ -267,6 +364,8 @@ class FeedChecker:
                         evidence={"observed": int(mask.shape[1]), "expected": effective_past + new, "past_len": effective_past, "new_tokens": new},
                     )
                 )
+            elif step > 0 and not recompute:
+                findings += self._check_mask_carried(sig, mask_tensor.name, mask, new, step, history)
         positions = sig.input(roles.POSITION_IDS)
         if positions is not None and mask is not None and not findings and mask.shape[1] >= new:
             expected = positions_from_mask(mask)[:, -new:]
@@ -282,6 +381,65 @@ class FeedChecker:
                     )
                 )
         return findings
+
+    def _check_tokens(self, sig: Signature, feeds: dict[str, np.ndarray], step: int) -> list[Finding]:
+        ids = sig.input(roles.INPUT_IDS)
+        logits = sig.output(roles.LOGITS)
+        vocab = logits.dims[-1].value if logits is not None and logits.dims and logits.dims[-1].is_static else None
+        if ids is None or vocab is None or feeds[ids.name].size == 0:
+            return []
+        fed = feeds[ids.name]
+        low, high = int(fed.min()), int(fed.max())
+        if 0 <= low and high < vocab:
+            return []
+        bad = high if high >= vocab else low
+        return [
+            TOKEN_RANGE.finding(
+                f"step {step}: {ids.name} holds id {bad}, outside the vocabulary 0..{vocab - 1} (the logits' last dim)",
+                self._at(sig, ids.name, step),
+                evidence={"observed": bad, "vocab": int(vocab)},
+            )
+        ]
+
+    def _check_mask_carried(self, sig: Signature, name: str, mask: np.ndarray, new: int, step: int, history: _History) -> list[Finding]:
+        if (mask[:, -new:] == 0).any():
+            rows = sorted({int(r) for r in np.nonzero((mask[:, -new:] == 0).any(axis=1))[0]})
+            return [
+                MASK_NOT_CARRIED.finding(
+                    f"step {step}: {name} masks the {new} token(s) fed at this step with 0 (rows {rows}): they must be attended (1)",
+                    self._at(sig, name, step, 1),
+                    evidence={"new_tokens_mask": mask[:, -new:].tolist()},
+                )
+            ]
+        previous = history.mask
+        if previous is None or previous.shape[0] != mask.shape[0] or previous.shape[1] != mask.shape[1] - new:
+            return []
+        if not np.array_equal(mask[:, :-new], previous):
+            rows = sorted({int(r) for r in np.nonzero((mask[:, :-new] != previous).any(axis=1))[0]})
+            return [
+                MASK_NOT_CARRIED.finding(
+                    f"step {step}: {name} does not start with the mask fed at step {step - 1} (rows {rows} differ): "
+                    "left-padding zeros must stay 0 at every step",
+                    self._at(sig, name, step, 1),
+                    evidence={"previous": previous.tolist(), "observed": mask[:, :-new].tolist()},
+                )
+            ]
+        return []
+
+    def _check_fed_twice(self, sig: Signature, fed: np.ndarray, step: int, history: _History) -> list[Finding]:
+        seen = history.seen
+        assert history.tokens is not None
+        if fed.ndim != 2 or fed.shape[1] <= seen or not np.array_equal(fed[:, :seen], history.tokens[: fed.shape[0], :seen]):
+            return []
+        name = sig.input(roles.INPUT_IDS).name  # type: ignore[union-attr]
+        return [
+            FED_TWICE.finding(
+                f"step {step}: {name} starts with the {seen} tokens fed before ({fed.shape[1]} fed in all) while the past "
+                "already holds them: feed only the new tokens with a past",
+                self._at(sig, name, step, 1),
+                evidence={"fed": int(fed.shape[1]), "already_cached": seen},
+            )
+        ]
 
     def _check_io(self, sig: Signature, feeds: dict[str, np.ndarray], step: int) -> list[Finding]:
         findings = []
@@ -347,17 +505,47 @@ class FeedChecker:
             if tensor.role not in (roles.USE_CACHE_BRANCH, roles.CACHE_POSITION) and value.ndim > batch_axis:
                 if not (pair is not None and pair.attention == "cross" and value.shape[batch_axis] == 0):
                     batches[name] = int(value.shape[batch_axis])
-        if len(set(batches.values())) > 1:
-            common = max(set(batches.values()), key=list(batches.values()).count)
-            odd = [n for n, b in batches.items() if b != common]
-            findings.append(
-                WRONG_SHAPE.finding(
-                    f"step {step}: batch sizes disagree: {', '.join(f'{n}={batches[n]}' for n in odd)} while the others have {common}",
-                    self._at(sig, odd[0], step, 0),
-                    evidence={"batches": batches},
-                )
-            )
+        self._batches = batches
         return findings
+
+    def _check_shared_dims(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, batches: dict[str, int]) -> list[Finding]:
+        """Inputs sharing a dim (one symbol, or the batch role) must agree; the token inputs are the reference.
+
+        ORT does not enforce this: a mask of the wrong length is broadcast or fails deep in a node.
+        """
+        switch = sig.input(roles.USE_CACHE_BRANCH)
+        dummies = switch is not None and not bool(feeds[switch.name].reshape(-1)[0])  # merged step 0: pasts are ignored
+        priority = {roles.INPUT_IDS: 0, roles.INPUTS_EMBEDS: 0, roles.ENCODER_HIDDEN_STATES: 2, roles.ATTENTION_MASK: 4}
+        groups: dict[str, list[tuple[int, str, int, int]]] = {}
+        for tensor in sig.inputs:
+            value = feeds.get(tensor.name)
+            if value is None or tensor.dims is None or value.ndim != len(tensor.dims):
+                continue
+            if tensor.cache is not None and (dummies or value.size == 0):
+                continue  # dummies and empty or placeholder caches have their own checks
+            rank = priority.get(tensor.role, 1 if tensor.cache is not None and tensor.cache.attention == "cross" else 3)
+            for axis, dim in enumerate(tensor.dims):
+                linear = dim.linear
+                if dim.is_static or linear is None or linear.constant != 0 or len(linear.terms) != 1 or linear.terms[0][1] != 1:
+                    continue
+                groups.setdefault(linear.terms[0][0], []).append((rank, tensor.name, axis, int(value.shape[axis])))
+        if len(set(batches.values())) > 1:
+            groups["batch (by role)"] = [(priority.get(sig.tensor(n).role, 3) if sig.tensor(n) else 3, n, 0, b) for n, b in batches.items()]  # type: ignore[union-attr]
+        for symbol, entries in groups.items():
+            if len({value for *_, value in entries}) < 2:
+                continue
+            anchor = min(entries)
+            odd = [e for e in entries if e[3] != anchor[3]]
+            first = odd[0]
+            listed = ", ".join(f"{name} axis {axis} = {value}" for _, name, axis, value in odd[:4])
+            return [
+                WRONG_SHAPE.finding(
+                    f"step {step}: {listed}, but {anchor[1]} axis {anchor[2]} = {anchor[3]} and they share the dim {symbol!r}",
+                    self._at(sig, first[1], step, first[2]),
+                    evidence={"dim": symbol, "expected": anchor[3], "reference": anchor[1], "mismatches": [{"input": n, "axis": a, "observed": v} for _, n, a, v in odd]},
+                )
+            ]
+        return []
 
     @staticmethod
     def _pair_of(sig: Signature, name: str) -> CachePair | None:
@@ -375,7 +563,7 @@ class FeedChecker:
                     evidence={"observed": True, "expected": False, "past_len": past_len},
                 )
             ]
-        if step > 0 and not use_cache:
+        if step > 0 and not use_cache and past_len > 0:
             return [
                 CACHE_BRANCH.finding(
                     f"step {step}: {name}=[False] after step 0: the no-cache branch ignores the {past_len} cached tokens",
@@ -394,6 +582,18 @@ class FeedChecker:
             value = feeds[pair.past.name]
             kept = cross_at_step0.get((pair.layer, pair.part))
             placeholder = value.size == 0 or value.shape[pair.axes.batch] == 0
+            if not placeholder and kept is not None and value.shape == kept.shape:
+                tolerance = oracles.tolerance(value.dtype)
+                if not np.allclose(value, kept.astype(value.dtype), rtol=tolerance, atol=tolerance):
+                    return [
+                        STALE_PAST.finding(
+                            f"step {step}: {pair.past.name} is not {pair.present.name if pair.present else 'the cross-attention present'} "
+                            "returned at step 0 (same shape, other values: key and value swapped, or another layer's)",
+                            self._at(sig, pair.past.name, step),
+                            evidence={"fed_shape": list(value.shape), "expected": "step 0's cross-attention present"},
+                        )
+                    ]
+                continue
             if placeholder or (kept is not None and value.shape != kept.shape):
                 return [
                     PLACEHOLDER_FED_BACK.finding(
