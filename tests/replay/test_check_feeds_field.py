@@ -15,6 +15,16 @@ from onnxdoctor.replay.feedcheck import FeedChecker
 
 Feeds = dict[str, np.ndarray]
 
+# code -> the test below that plants it and asserts it (the catalog test reads this)
+TRIGGERED = {
+    "ODF503": "test_merged_encoder_mask_and_cross_cache",
+    "ODF509": "test_merged_encoder_mask_and_cross_cache",
+    "ODF510": "test_token_out_of_vocabulary",
+    "ODF511": "test_new_token_masked",
+    "ODF512": "test_tokens_fed_twice",
+    "ODF513": "test_no_past_decoder_reused_after_step0",
+}
+
 
 def _record(target: Path, folder: Path, *extra: str) -> list[Path]:
     result = run_cli("replay", target, "--steps", "3", "--record", folder, *extra)
