@@ -145,7 +145,7 @@ def _producer_seeds(view: GraphView, name: str) -> tuple[int, tuple[int, ...]] |
         node = scope.graph.node[index]
         subgraph = next((a.g for a in node.attribute if a.HasField("g")), None)
         child = view.subgraph_scope(subgraph) if subgraph is not None else None
-        if child is None:
+        if child is None or subgraph is None:
             return scope_index, (index,)
         inner = subgraph.output[list(node.output).index(name)].name
         if inner not in child.producers:

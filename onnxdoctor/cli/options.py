@@ -13,7 +13,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _split_codes(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    codes = []
+    codes: list[str] = []
     for value in values:
         codes.extend(part.strip().upper() for part in value.split(",") if part.strip())
     return tuple(codes)

@@ -70,7 +70,7 @@ def view_command(
         check_save_target(save, focus.model_file.path)
     extracted = extract(focus, hops)
     temp_dir = None if save is not None else Path(tempfile.mkdtemp(prefix="onnxdoctor-view-"))
-    target = save if save is not None else Path(temp_dir, f"{focus.model_file.path.stem}-neighborhood.onnx")
+    target = save if save is not None else Path(str(temp_dir), f"{focus.model_file.path.stem}-neighborhood.onnx")
     try:
         write_model(extracted.model, target)
         where = f" in {extracted.scope_path}" if extracted.scope_path else ""

@@ -185,9 +185,9 @@ def guess_role(name: str, *, is_input: bool, elem_type: int, rank: int | None) -
         if match:
             slot = _slot_from_match(match, is_input)
             return RoleGuess(slot.direction, slot)
-    slot = _generic_slot(name, is_input, rank)
-    if slot is not None:
-        return RoleGuess(slot.direction, slot)
+    generic = _generic_slot(name, is_input, rank)
+    if generic is not None:
+        return RoleGuess(generic.direction, generic)
     if is_input and elem_type == 9 and rank == 1:  # BOOL[1]: the merged decoder's branch switch
         return RoleGuess(USE_CACHE_BRANCH, source="shape")
     return RoleGuess(OTHER)

@@ -235,7 +235,7 @@ def infer_cache_axes(past: TensorSig | None, present: TensorSig | None) -> Cache
     dynamic = [a for a in middle if not dims[a].is_static]
     if len(dynamic) == 1:
         return choose(dynamic[0], "the only dynamic axis between batch and head_dim")
-    named = [a for a in middle if dims[a].param and _SEQUENCE_WORDS.search(dims[a].param)]
+    named = [a for a in middle if _SEQUENCE_WORDS.search(dims[a].param or "")]
     if len(named) == 1:
         return choose(named[0], f"dim name {dims[named[0]].param!r}")
     return choose(middle[-1], "convention [batch, heads, sequence, head_dim]")
@@ -275,7 +275,7 @@ def _kv_layout(inputs: list[TensorSig], outputs: list[TensorSig], merged: bool) 
         return None
     self_pairs = [p for p in pairs if p.attention == "self"] or pairs
     first = next((p for p in self_pairs if p.axes is not None), None)
-    axes = first.axes if first is not None else CacheAxes(4, 0, 1, 2, 3, None, "unknown rank: convention")
+    axes = first.axes if first is not None and first.axes is not None else CacheAxes(4, 0, 1, 2, 3, None, "unknown rank: convention")
     reference = first.any if first is not None else self_pairs[0].any
     head_dim = reference.dims[axes.head_dim].value if reference.dims is not None else None
     has_past = any(p.past is not None for p in self_pairs)

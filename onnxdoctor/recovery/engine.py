@@ -229,14 +229,16 @@ def plan_attempts(report: Report, source: str | None, kind: str | None, *, adapt
             attempts.append(Attempt(0, "opset-17", "optimum", tuple(sorted(codes)), {**settings, "opset": 17}, "another opset"))
     elif kind == "torch":
         axes = dynamic_axes_for(signatures)
-        base = {"opset": user.get("opset", opset), "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in axes.items()}}
+        legacy_opset: int | None = user.get("opset", opset)
+        dynamo_opset = max(legacy_opset or 18, 18)  # the dynamo exporter needs opset 18+
+        base: dict[str, Any] = {"opset": legacy_opset, "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in axes.items()}}
         allow_dynamo = user.get("dynamo", True) is not False
         if "ODR201" in codes and allow_dynamo:
-            attempts.append(Attempt(0, "dynamo+dynamic-shapes", "torch", tuple(sorted(codes)), {**base, "dynamo": True, "opset": max(base["opset"] or 18, 18)}, "the dynamo exporter keeps tensor sizes symbolic where the legacy trace baked them"))
+            attempts.append(Attempt(0, "dynamo+dynamic-shapes", "torch", tuple(sorted(codes)), {**base, "dynamo": True, "opset": dynamo_opset}, "the dynamo exporter keeps tensor sizes symbolic where the legacy trace baked them"))
         attempts.append(Attempt(0, "dynamic-axes", "torch", tuple(sorted(codes)), {**base, "dynamo": False}, "dynamic_axes for every input and output, named by role"))
         attempts.append(Attempt(0, "no-constant-folding", "torch", tuple(sorted(codes)), {**base, "dynamo": False, "constant_folding": False}, "constant folding can freeze shape arithmetic"))
         if "ODR201" not in codes and allow_dynamo:
-            attempts.append(Attempt(0, "dynamo", "torch", tuple(sorted(codes)), {**base, "dynamo": True, "opset": max(base["opset"] or 18, 18)}, "the other exporter"))
+            attempts.append(Attempt(0, "dynamo", "torch", tuple(sorted(codes)), {**base, "dynamo": True, "opset": dynamo_opset}, "the other exporter"))
     else:
         attempts = surgery_attempts(report)
         if not attempts:

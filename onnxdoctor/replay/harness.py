@@ -190,7 +190,7 @@ class Replayer:
 
     def _check_feeds(self, scenario: Scenario, signature: Signature, feeds: dict[str, np.ndarray], step: int) -> bool:
         """Every feed against the declared input: all mismatches at once (ORT names only the first)."""
-        mismatches = []
+        mismatches: list[dict[str, Any]] = []
         for tensor in signature.inputs:
             value = feeds.get(tensor.name)
             if value is None or tensor.dims is None:
@@ -470,8 +470,8 @@ class Replayer:
     def _record(self, step: int, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
         folder = self.options.record
         assert folder is not None
-        np.savez(folder / f"step{step}.npz", **feeds)
-        np.savez(folder / f"step{step}_outputs.npz", **outputs)
+        np.savez(folder / f"step{step}.npz", **feeds)  # type: ignore[arg-type]
+        np.savez(folder / f"step{step}_outputs.npz", **outputs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ entry
 

@@ -41,7 +41,7 @@ Both ops accept an empty (length 0) past on CPU, as genai feeds at step 0.
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -141,7 +141,7 @@ def _rotary_caches(head_dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _decoder(
-    g: _Graph, spec: DecoderSpec, hidden: str, op_type: str, attention_inputs: AttentionInputs, **attrs: int
+    g: _Graph, spec: DecoderSpec, hidden: str, op_type: str, attention_inputs: AttentionInputs, **attrs: Any
 ) -> onnx.ModelProto:
     """Per layer: hidden += o_proj(op_type(q, k, v, past...)), then logits; wraps the model.
 
@@ -187,7 +187,7 @@ def _inputs(spec: DecoderSpec) -> list[onnx.ValueInfoProto]:
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, [BATCH, SEQ]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [BATCH, TOTAL]),
     ]
-    shape = [BATCH, spec.kv_heads, PAST, spec.head_dim]
+    shape: list[str | int] = [BATCH, spec.kv_heads, PAST, spec.head_dim]
     inputs += [helper.make_tensor_value_info(c.past, TensorProto.FLOAT, shape) for c in cache_names(spec)]
     return inputs
 
@@ -195,7 +195,7 @@ def _inputs(spec: DecoderSpec) -> list[onnx.ValueInfoProto]:
 def _outputs(spec: DecoderSpec) -> list[onnx.ValueInfoProto]:
     """logits, then present key/value per layer."""
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [BATCH, SEQ, spec.vocab])]
-    shape = [BATCH, spec.kv_heads, TOTAL, spec.head_dim]
+    shape: list[str | int] = [BATCH, spec.kv_heads, TOTAL, spec.head_dim]
     outputs += [helper.make_tensor_value_info(c.present, TensorProto.FLOAT, shape) for c in cache_names(spec)]
     return outputs
 

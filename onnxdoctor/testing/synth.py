@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from typing import Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import onnx
@@ -269,7 +269,7 @@ class _Graph:
         """A subgraph that shares this graph's initializers and never clashes with its names."""
         return _Graph(prefix, parent=self)
 
-    def op(self, op_type: str, inputs: Sequence[str], **attrs: object) -> str:
+    def op(self, op_type: str, inputs: Sequence[str], **attrs: Any) -> str:
         """Append a single-output node and return its output name."""
         index = next(self._counter)
         out = f"{self._prefix}{op_type}_{index}"
@@ -279,7 +279,7 @@ class _Graph:
 
     def const(self, values: object, dtype: type = np.int64) -> str:
         """A (deduplicated) constant initializer."""
-        array = np.asarray(values, dtype=dtype)
+        array: np.ndarray = np.asarray(values, dtype=dtype)
         key = (array.dtype.str, array.shape, array.tobytes())
         if key not in self._constants:
             name = f"const_{next(self._counter)}"
@@ -383,7 +383,7 @@ def _graph_outputs(spec: DecoderSpec) -> list[onnx.ValueInfoProto]:
         planted = cache.layer == 0 and not cache.cross
         if planted and spec.defect == "drop_present" and cache.part == "value":
             continue
-        elem_type = dtype
+        elem_type: int = dtype
         shape = _cache_shape(spec, cache.part, ENC if cache.cross else _cache_len_dim(spec))
         if planted and spec.defect == "present_is_new":
             shape = _cache_shape(spec, cache.part, SEQ)
