@@ -146,6 +146,19 @@ class DecodeState:
     cross_cache: dict[str, np.ndarray] = field(default_factory=dict)  # past name -> array
 
 
+EMBEDDING_SEED = 1234
+
+
+def token_embeddings(tokens: np.ndarray, hidden: int, dtype: np.dtype[Any]) -> np.ndarray:
+    """A fixed random embedding per token id, for models fed inputs_embeds (vision-language decoders).
+
+    Row i of the table only depends on i (numpy fills it row by row), so a token gets the same
+    vector in the cached run, the uncached reference and the padded-row solo run.
+    """
+    table = np.random.default_rng(EMBEDDING_SEED).standard_normal((int(tokens.max()) + 1, hidden))
+    return (table[tokens] * 0.1).astype(dtype)
+
+
 def build_feeds(
     signature: Signature,
     state: DecodeState,
@@ -173,6 +186,10 @@ def build_feeds(
                 # multimodal rope [sections, batch, seq]: text-only positions are the same in every section
                 positions = np.broadcast_to(positions[None], (int(tensor.dims[0].value or 1), *positions.shape))
             feeds[tensor.name] = _int_array(np.ascontiguousarray(positions), tensor)
+        elif role == roles.INPUTS_EMBEDS:
+            if tensor.dims is None or len(tensor.dims) != 3 or not tensor.dims[2].is_static:
+                raise FeedError(f"{tensor.name} needs a static hidden size to be synthesized, declared {tensor.dims}")
+            feeds[tensor.name] = token_embeddings(state.tokens[:, past_len:], int(tensor.dims[2].value or 0), numpy_dtype(tensor.elem_type))
         elif role == roles.CACHE_POSITION:
             feeds[tensor.name] = _int_array(np.arange(past_len, total), tensor)
         elif role == roles.TOKEN_TYPE_IDS:
