@@ -519,8 +519,24 @@ class Replayer:
             )
         return options
 
+    def _refuse_static_cache(self, scenario: Scenario) -> None:
+        """A preallocated cache updated in place needs another protocol (cache_position writes); say so, do not misjudge it."""
+        from onnxdoctor.model.cache_flow import trace_presents
+
+        for signature in (scenario.step0, scenario.stepn):
+            if signature is None or signature.kv is None:
+                continue
+            kinds = {s.kind for s in trace_presents(self._view(signature), signature) if s.pair.attention == "self"}
+            if kinds == {"scatter"}:
+                raise UsageError(
+                    f"{signature.file} keeps a fixed-size cache updated in place (presents are scattered into the pasts "
+                    "at cache_position): replay does not implement that protocol yet; `inspect` and `contract` apply"
+                )
+
     def run(self) -> ReplayReport:
         scenarios = plan_scenarios(self.report)
+        for scenario in scenarios:
+            self._refuse_static_cache(scenario)
         if self.options.record is not None:
             self._prepare_record(scenarios)
         results = []

@@ -73,3 +73,13 @@ def test_fixed_cache_without_scatter_is_still_an_error(tmp_path: Path) -> None:
     onnx.save(_static_cache_decoder(scatter=False), path)
     codes = {f.code for f in inspect_path(path).findings if f.severity is Severity.ERROR}
     assert {"ODA103", "ODP301"} <= codes
+
+
+def test_replay_says_it_does_not_handle_static_caches(tmp_path: Path) -> None:
+    from support import run_cli
+
+    path = tmp_path / "model.onnx"
+    onnx.save(_static_cache_decoder(scatter=True), path)
+    result = run_cli("replay", path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "fixed-size cache updated in place" in result.stderr and len(result.stderr.strip().splitlines()) == 1
