@@ -55,11 +55,19 @@ def parse_error(message: str) -> FailurePlace:
     return place
 
 
-def _find_node(view: GraphView, name: str) -> tuple[onnx.NodeProto, Scope] | None:
-    for node, scope in view.nodes():
-        if node.name == name:
+def _find_node(view: GraphView, name: str, feeds: dict[str, np.ndarray]) -> tuple[onnx.NodeProto, Scope] | None:
+    """The node ORT named; when both If branches hold that name (optimum's merged decoders), the one that ran."""
+    matches = [(node, scope) for node, scope in view.nodes() if node.name == name]
+    if len(matches) <= 1:
+        return matches[0] if matches else None
+    for node, scope in matches:
+        owner = scope.owner
+        if owner is None or owner.op_type != "If" or not owner.input or owner.input[0] not in feeds:
+            continue
+        taken = "then_branch" if bool(np.asarray(feeds[owner.input[0]]).reshape(-1)[0]) else "else_branch"
+        if scope.path.endswith(f".{taken}"):
             return node, scope
-    return None
+    return matches[0]
 
 
 def localize(
@@ -73,7 +81,7 @@ def localize(
     place = parse_error(message)
     if place.node is None:
         return place
-    found = _find_node(view, place.node)
+    found = _find_node(view, place.node, feeds)
     if found is None:
         place.note = "the node named by ONNX Runtime is not in the graph (ORT renamed it while optimizing)"
         return place
@@ -85,7 +93,11 @@ def localize(
         entries = trace_entries(node.input[1], scope)
         if entries is not None and entries and all(e.source == "constant" for e in entries):
             values = [e.value for e in entries]
-            place.provenance.append(f"the whole target shape {values} is a constant in the graph, fixed at export (see ODR201)")
+            baked = all(v is not None and v > 0 for v in values)
+            place.provenance.append(
+                f"the whole target shape {values} is a constant in the graph"
+                + (", fixed at export (see ODR201)" if baked else "")
+            )
         elif entries is not None:
             for index, entry in enumerate(entries):
                 if entry.source == "constant":
@@ -93,12 +105,15 @@ def localize(
                 elif entry.dims:
                     sources = ", ".join(f"{tensor} axis {axis}" for tensor, axis in entry.dims)
                     place.provenance.append(f"target entry {index}: computed from the shape of {sources}")
-    if scope.path:
-        place.note = "the node is inside a subgraph; its input shapes are not measured"
-        return place
     wanted = [name for name in node.input if name]
     try:
-        measured = _measure(model_path, wanted, feeds, run_model)
+        if scope.path:
+            if scope.owner is None or scope.parent is None or scope.parent.path:
+                raise LookupError("only branches of main-graph nodes are measured")
+            branch_attribute = scope.path.rsplit(".", 1)[-1]
+            measured = _measure_in_branch(model_path, scope.owner, branch_attribute, wanted, feeds, run_model)
+        else:
+            measured = _measure(model_path, wanted, feeds, run_model)
     except Exception as exc:  # noqa: BLE001 - measuring is best effort; the failure itself is already known
         place.note = f"could not measure the node's inputs ({type(exc).__name__})"
         return place
@@ -107,6 +122,56 @@ def localize(
         if np.issubdtype(value.dtype, np.integer) and value.size <= 16:
             place.input_values[name] = [int(v) for v in value.reshape(-1)]
     return place
+
+
+def _branch_of(graph: onnx.GraphProto, owner: onnx.NodeProto, attribute_name: str) -> onnx.GraphProto | None:
+    """The same branch in the full model (the view was built on the weight-less copy)."""
+    for index, node in enumerate(graph.node):
+        same = (node.name == owner.name) if owner.name else (node.op_type == owner.op_type and list(node.output) == list(owner.output))
+        if same:
+            for attribute in node.attribute:
+                if attribute.name == attribute_name and attribute.HasField("g"):
+                    return attribute.g
+    return None
+
+
+def _measure_in_branch(
+    model_path: Path, owner: onnx.NodeProto, attribute_name: str, names: list[str], feeds: dict[str, np.ndarray], run_model: Any
+) -> dict[str, np.ndarray]:
+    """Inputs of a node inside an If branch: the branch becomes a model whose inputs are the outer values it reads.
+
+    The outer values (main-graph inputs and tensors) are measured first, then the branch is run up to the node.
+    """
+    model = onnx.load(str(model_path))
+    branch = _branch_of(model.graph, owner, attribute_name)
+    if branch is None:
+        raise LookupError(f"no {attribute_name} under {owner.name or owner.op_type}")
+    produced = {o for n in branch.node for o in n.output} | {t.name for t in branch.initializer}
+    outer: list[str] = []
+    for node in branch.node:
+        for name in node.input:
+            if name and name not in produced and name not in outer:
+                outer.append(name)
+    main_initializers = {t.name: t for t in model.graph.initializer}
+    values = _measure(model_path, [n for n in outer if n not in main_initializers], feeds, run_model)
+    inputs = [
+        onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
+        for name, value in values.items()
+    ]
+    graph = onnx.helper.make_graph(
+        list(branch.node), "branch", inputs, [], list(branch.initializer) + [main_initializers[n] for n in outer if n in main_initializers]
+    )
+    standalone = onnx.shape_inference.infer_shapes(
+        onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    )
+    typed = {v.name for v in standalone.graph.value_info}
+    wanted = [n for n in names if n in typed or n in values]
+    direct = {n: values[n] for n in wanted if n in values}
+    computed = [n for n in wanted if n not in values]
+    if computed:
+        sub = onnx.utils.Extractor(standalone).extract_model(list(values), computed)
+        direct.update(run_model(sub, {k: v for k, v in values.items() if k in {i.name for i in sub.graph.input}}))
+    return direct
 
 
 def _measure(model_path: Path, names: list[str], feeds: dict[str, np.ndarray], run_model: Any) -> dict[str, np.ndarray]:
