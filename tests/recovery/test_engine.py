@@ -182,3 +182,22 @@ def test_lora_adapter_is_merged_and_exported(tiny_llama: Path, tmp_path: Path) -
     logits = session.run(["logits"], feeds)[0]
     np.testing.assert_allclose(logits, expected, atol=1e-4)
     assert np.abs(expected - unmerged).max() > 1e-3  # the adapter really changed the model
+
+
+def test_partial_fp16_conversion_is_reexported_in_fp32(tiny_llama: Path, tmp_path: Path) -> None:
+    """past float32 but presents float16 (convert_float_to_float16 with keep_io_types on the inputs only)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    good = _optimum_export(tiny_llama, tmp_path / "good")
+    model = onnx.load(str(good / "model.onnx"))
+    converted = OnnxModel(convert_float_to_float16(model, keep_io_types=[i.name for i in model.graph.input]))
+    converted.topological_sort()
+    broken = tmp_path / "fp16-partial"
+    broken.mkdir()
+    onnx.save(converted.model, str(broken / "model.onnx"))
+    data = _fix(broken, "--source", tiny_llama, "--out", tmp_path / "out")
+    assert "ODS003" in data["findings_before"] and data["_returncode"] == 0
+    kept = next(a for a in data["attempts"] if a["result"] == "kept")
+    assert kept["settings"]["dtype"] == "fp32" and "ODS003" not in kept["findings_after"]
