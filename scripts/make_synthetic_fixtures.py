@@ -92,7 +92,27 @@ def ignores_attention_mask() -> onnx.ModelProto:
     return model
 
 
+def default_names() -> onnx.ModelProto:
+    """Cache I/O left with exporter default names (dynamo's past_0.. for *args, cat_N for outputs).
+
+    Why: the unrecognized-cache rule (ODS005) needs a cache nobody named.
+    """
+    model = build_decoder(FIXTURES["plain-kv.onnx"])
+    renames: dict[str, str] = {}
+    for index, value in enumerate(v for v in model.graph.input if v.name.startswith("past_")):
+        renames[value.name] = f"past_{index}"
+    for index, value in enumerate(v for v in model.graph.output if v.name.startswith("present_")):
+        renames[value.name] = f"cat_{2 * index + 1}"
+    for value in [*model.graph.input, *model.graph.output]:
+        value.name = renames.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    return model
+
+
 EXTRA: dict[str, tuple[Callable[[], onnx.ModelProto], str]] = {
+    "unnamed-cache.onnx": (default_names, "cache inputs and outputs with exporter default names"),
     "no-kv-cache.onnx": (lambda: no_kv_cache_decoder(), "decoder without a cache (logits only)"),
     "defect-fp16-overflow.onnx": (lambda: fp16_logits_scaled(None), "fp16 logits overflow to inf"),
     "defect-fp16-near-limit.onnx": (lambda: fp16_logits_scaled(62000.0), "fp16 logits saturate at 62000"),

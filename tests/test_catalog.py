@@ -85,6 +85,7 @@ EXPECTED: dict[str, tuple[list[tuple[str, str, str, int | None]], list[str]]] = 
     ),
     "synthetic/defect-reshape_zero.onnx": ([("ODR202", "node", "Reshape_node_37", None)], ["ODS011"]),
     "synthetic/no-kv-cache.onnx": ([], ["ODS001"]),
+    "synthetic/unnamed-cache.onnx": ([("ODS005", "input", "past_0", None)], []),
     "synthetic/defect-fp16-overflow.onnx": ([], ["ODS011", "ODS013"]),
     "synthetic/defect-fp16-near-limit.onnx": ([], ["ODS011", "ODS013"]),
     "synthetic/defect-ignores-attention-mask.onnx": ([], ["ODS011"]),

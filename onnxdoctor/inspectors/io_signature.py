@@ -32,6 +32,23 @@ NO_KV_CACHE = register(
     )
 )
 
+UNRECOGNIZED_CACHE = register(
+    Rule(
+        "ODS005",
+        "unrecognized-cache-inputs",
+        Severity.WARNING,
+        "float inputs shaped like a KV cache whose roles are not recognized",
+        what="A model with token-id inputs has several float inputs of rank 4 or 5 that match no known cache naming "
+        "(exporter default names such as past_0 for rank-4 tensors, onnx::Reshape_3, args_2).",
+        why="Every cache check (axes, concat, presents) is skipped for tensors without a role, so a broken export "
+        "could look clean; clients also cannot tell which output feeds which input.",
+        example="torch.onnx.export without input_names: inputs input.1, onnx::Reshape_1 .. onnx::Reshape_4.",
+        fix="Export with input_names / output_names (past_key_values.{i}.key, present.{i}.key, ...), or name the "
+        "roles for onnxdoctor: --map 'past_0=past.0.key,past_1=past.0.value,cat_7=present.0.key,...'.",
+        fix_safety="Renaming inputs needs the clients to use the new names.",
+    )
+)
+
 UNPAIRED = register(
     Rule(
         "ODS002",
@@ -188,7 +205,21 @@ def kv_placeholder(ctx: Context, pair: CachePair, seen: int | None, expected: in
 def check_io_signature(ctx: Context) -> Iterator[Finding]:
     signature = ctx.signature
     kv = signature.kv
-    if kv is None:
+    cache_like = [
+        t for t in signature.inputs
+        if t.role == roles.OTHER and t.elem_type in (1, 10, 11, 16) and t.rank in (4, 5)
+    ]
+    has_tokens = any(t.elem_type in (6, 7) and t.rank == 2 for t in signature.inputs)
+    if kv is None and has_tokens and len(cache_like) >= 2:
+        names = ", ".join(t.name for t in cache_like[:4]) + (f" (+{len(cache_like) - 4} more)" if len(cache_like) > 4 else "")
+        yield UNRECOGNIZED_CACHE.finding(
+            f"{len(cache_like)} float inputs of rank 4-5 look like a KV cache but match no known naming ({names}); "
+            "cache checks are skipped until their roles are named with --map",
+            ctx.at("input", cache_like[0].name),
+            evidence={"inputs": [t.name for t in cache_like], "outputs": [t.name for t in signature.outputs]},
+            remedy={"export_setting": "input_names", "map_example": ",".join(f"{t.name}=past.?.key|value" for t in cache_like[:2])},
+        )
+    elif kv is None:
         if signature.kind != "encoder":
             yield NO_KV_CACHE.finding(
                 f"{ctx.file}: no past/present KV-cache inputs or outputs recognized "

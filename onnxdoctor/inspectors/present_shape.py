@@ -88,6 +88,18 @@ def _check_self(ctx: Context, source: PresentSource) -> Iterator[Finding]:
     pair = source.pair
     assert pair.past is not None and pair.present is not None
     past, present = pair.past.name, pair.present.name
+    if source.kind == "detached" and source.other_pasts:
+        others = ", ".join(source.other_pasts)
+        yield NOT_CONCATENATED.finding(
+            f"{present} is built from {others}, not from its own past {past}: the present outputs are probably "
+            "swapped (key/value or layers), so every client feeds the wrong cache back",
+            ctx.at("output", present),
+            evidence={"present": present, "past": past, "built_from": list(source.other_pasts)},
+            remedy={"graph_edit": "fix_output_names", "present": present, "built_from": list(source.other_pasts)},
+            fix="Name each output after the tensor it really holds (output_names order in torch.onnx.export); "
+            "check that present.{i}.key is Concat(past_key_values.{i}.key, new key).",
+        )
+        return
     if source.kind == "detached":
         made_by = f"{source.node_label}" if source.node is not None else "a value that does not depend on the past"
         yield NOT_CONCATENATED.finding(

@@ -14,7 +14,7 @@ merged decoder's If) to the node that makes it, and classified:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import onnx
 
@@ -35,6 +35,7 @@ class PresentSource:
     concat_axis: int | None = None  # normalized to the present's rank
     expected_axis: int | None = None  # the cache axis at the Concat (differs inside stacked layouts)
     inputs: tuple[str, ...] = ()
+    other_pasts: tuple[str, ...] = ()  # detached: other past inputs it is built from (swapped outputs)
 
     @property
     def node_label(self) -> str:
@@ -90,6 +91,15 @@ def _strip_pass_through(name: str, scope: Scope) -> tuple[str, onnx.NodeProto | 
     return name, None, scope
 
 
+def _with_other_pasts(view: GraphView, source: PresentSource, name: str, scope: Scope, pasts: frozenset[str]) -> PresentSource:
+    """A detached present built from *another* past is most likely a swapped output, not a lost cache."""
+    if source.kind != "detached":
+        return source
+    ancestors = view.value_ancestors(name, scope)
+    others = tuple(sorted(p for p in pasts if p in ancestors and p != (source.pair.past.name if source.pair.past else None)))
+    return replace(source, other_pasts=others) if others else source
+
+
 def _classify(
     view: GraphView, pair: CachePair, name: str, scope: Scope, branch: str | None, cache_axis: int, rank: int, depth: int = 0
 ) -> PresentSource:
@@ -142,9 +152,11 @@ def trace_presents(view: GraphView, signature: Signature) -> list[PresentSource]
     if kv is None:
         return []
     sources = []
+    pasts = frozenset(p.past.name for p in kv.pairs if p.past is not None)
     for pair in kv.pairs:
         if pair.past is None or pair.present is None or pair.axes is None:
             continue
         name, scope, branch = _resolve_output(view, signature, pair.present.name)
-        sources.append(_classify(view, pair, name, scope, branch, pair.axes.cache, pair.axes.rank))
+        source = _classify(view, pair, name, scope, branch, pair.axes.cache, pair.axes.rank)
+        sources.append(_with_other_pasts(view, source, name, scope, pasts))
     return sources

@@ -184,6 +184,8 @@ def guess_role(name: str, *, is_input: bool, elem_type: int, rank: int | None) -
         match = pattern.match(lowered)
         if match:
             slot = _slot_from_match(match, is_input)
+            if slot.part == "kv" and rank is not None and rank != 5:
+                break  # `past_0` of rank 4 is not the stacked [2, b, h, s, d] layout: dynamo's default varargs name
             return RoleGuess(slot.direction, slot)
     generic = _generic_slot(name, is_input, rank)
     if generic is not None:

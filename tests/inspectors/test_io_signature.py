@@ -105,7 +105,7 @@ def test_role_map_names_unknown_cache_tensors(tmp_path: Path) -> None:
     path = tmp_path / "renamed.onnx"
     onnx.save(model, path)
     unknown = inspect_path(path)
-    assert unknown.files[0].signature.kv is None and [f.code for f in unknown.findings] == ["ODS001"]
+    assert unknown.files[0].signature.kv is None and [f.code for f in unknown.findings] == ["ODS005"]
     mapping = "kink{i}=past.{i}.key,kinv{i}=past.{i}.value,koutk{i}=present.{i}.key,koutv{i}=present.{i}.value"
     result = run_cli("inspect", path, "--map", mapping, "--format", "json")
     assert result.returncode == 0, result.stderr
