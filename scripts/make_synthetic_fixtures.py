@@ -20,7 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxdoctor.testing import contrib
-from onnxdoctor.testing.synth import FIXTURES, DecoderSpec, build_decoder
+from onnxdoctor.testing.synth import FIXTURES, DecoderSpec, build_decoder, rename_tensors
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "fixtures" / "synthetic"
 
@@ -103,12 +103,7 @@ def default_names() -> onnx.ModelProto:
         renames[value.name] = f"past_{index}"
     for index, value in enumerate(v for v in model.graph.output if v.name.startswith("present_")):
         renames[value.name] = f"cat_{2 * index + 1}"
-    for value in [*model.graph.input, *model.graph.output]:
-        value.name = renames.get(value.name, value.name)
-    for node in model.graph.node:
-        node.input[:] = [renames.get(n, n) for n in node.input]
-        node.output[:] = [renames.get(n, n) for n in node.output]
-    return model
+    return rename_tensors(model, renames)
 
 
 EXTRA: dict[str, tuple[Callable[[], onnx.ModelProto], str]] = {

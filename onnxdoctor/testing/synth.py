@@ -612,3 +612,16 @@ FIXTURES: dict[str, DecoderSpec] = {
     **{f"defect-{defect}.onnx": replace(_FIXTURE_BASE, defect=defect) for defect in DEFECTS},
 }
 """Committed fixtures (file name -> spec), written by scripts/make_synthetic_fixtures.py."""
+
+
+def rename_tensors(model: onnx.ModelProto, renames: dict[str, str]) -> onnx.ModelProto:
+    """Rename graph inputs/outputs and every node reference to them (in place; returns the model).
+
+    Why: tests reproduce other exporters' naming (defaults, swapped outputs) on a known-good graph.
+    """
+    for value in [*model.graph.input, *model.graph.output]:
+        value.name = renames.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.output[:] = [renames.get(name, name) for name in node.output]
+    return model

@@ -10,6 +10,7 @@ import pytest
 from support import FIXTURES, run_cli
 from onnxdoctor.engine import inspect_path
 from onnxdoctor.findings import Severity
+from onnxdoctor.testing.synth import rename_tensors
 
 SYNTHETIC = FIXTURES / "synthetic"
 
@@ -97,11 +98,7 @@ def test_role_map_names_unknown_cache_tensors(tmp_path: Path) -> None:
         if value.name.startswith(("past_", "present_")):
             direction, part, layer = value.name.split("_")
             renames[value.name] = f"{'kin' if direction == 'past' else 'kout'}{part[0]}{layer}"
-    for value in list(model.graph.input) + list(model.graph.output):
-        value.name = renames.get(value.name, value.name)
-    for node in model.graph.node:
-        node.input[:] = [renames.get(n, n) for n in node.input]
-        node.output[:] = [renames.get(n, n) for n in node.output]
+    rename_tensors(model, renames)
     path = tmp_path / "renamed.onnx"
     onnx.save(model, path)
     unknown = inspect_path(path)

@@ -8,16 +8,12 @@ import onnx
 
 from support import FIXTURES
 from onnxdoctor.engine import inspect_path
+from onnxdoctor.testing.synth import rename_tensors
 
 
 def test_swapped_key_value_outputs(tmp_path: Path) -> None:
     model = onnx.load(FIXTURES / "synthetic" / "plain-kv.onnx")
-    swap = {"present_key_0": "present_value_0", "present_value_0": "present_key_0"}
-    for value in model.graph.output:
-        value.name = swap.get(value.name, value.name)
-    for node in model.graph.node:
-        node.output[:] = [swap.get(name, name) for name in node.output]
-        node.input[:] = [swap.get(name, name) for name in node.input]
+    rename_tensors(model, {"present_key_0": "present_value_0", "present_value_0": "present_key_0"})
     path = tmp_path / "swapped.onnx"
     onnx.save(model, path)
     findings = [f for f in inspect_path(path).findings if f.code == "ODP301"]
