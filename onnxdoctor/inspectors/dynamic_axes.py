@@ -226,9 +226,10 @@ def check_dynamic_axes(ctx: Context) -> Iterator[Finding]:
     real = [f for f in sequence if not _declared_only(ctx, f)]
     if real:
         yield _grouped(ctx, STATIC_SEQUENCE, real, "the sequence axis is", None if grows else Severity.WARNING)
-    declared = [f for f in sequence if _declared_only(ctx, f)]
+    # logits of the last token only ([batch, 1, vocab], genai's prune_lm_head) are a design, not a frozen axis
+    declared = [f for f in sequence if _declared_only(ctx, f) and not (f.tensor.role == roles.LOGITS and f.value == 1)]
     if declared:
-        yield _grouped(ctx, STATIC_SEQUENCE, declared, "the declared output sequence axis is (inputs are dynamic)", Severity.WARNING)
+        yield _grouped(ctx, STATIC_SEQUENCE, declared, "an output's sequence axis is declared", Severity.WARNING)
     cache = [f for f in frozen if f.meaning in ("cache", "total") and f.tensor.cache is not None]
     if cache and grows and not ctx.static_cache:
         yield _grouped(ctx, STATIC_CACHE, cache, "the cache-length axis is")

@@ -131,13 +131,35 @@ def attribute_int(node: onnx.NodeProto, name: str, default: int) -> int:
     return default
 
 
+def _without_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without the exporter's intermediate shape annotations: shapes are inferred, not trusted.
+
+    Exporters do write wrong ones (a present-derived tensor declared with the new-token length), and
+    a check that believed them would blame the wrong node.
+    """
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+
+    def clear(graph: onnx.GraphProto) -> None:
+        del graph.value_info[:]
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    clear(attribute.g)
+                for subgraph in attribute.graphs:
+                    clear(subgraph)
+
+    clear(copy.graph)
+    return copy
+
+
 class GraphView:
     """All scopes of a model; built once per file and shared by the inspectors."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.inference_error: str | None = None
         try:
-            inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(_without_value_info(model), data_prop=True)
         except Exception as exc:  # noqa: BLE001 - inference is a help, never a requirement
             self.inference_error = f"{type(exc).__name__}: {exc}"
             inferred = model

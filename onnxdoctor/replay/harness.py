@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from onnxdoctor import __version__
 from onnxdoctor.engine import InspectReport
@@ -162,6 +163,7 @@ class Replayer:
         self.runtime = Runtime(options.provider)
         self.findings: list[Finding] = []
         self._views: dict[str, GraphView] = {}
+        self._half: dict[str, bool] = {}
         self._vocab = _config_vocab(report)
 
     # ------------------------------------------------------------------ helpers
@@ -171,6 +173,18 @@ class Replayer:
             model_file = next(r.model_file for r in self.report.files if r.signature.file == signature.file)
             self._views[signature.file] = GraphView(model_file.proto)
         return self._views[signature.file]
+
+    def _reduced_precision(self, signature: Signature) -> bool:
+        """Does the graph compute in fp16/bf16 inside (fp16 weights or casts), whatever its I/O dtype?"""
+        if signature.file not in self._half:
+            half = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+            view = self._view(signature)
+            weights = any(t.data_type in half for scope in view.scopes for t in scope.initializers.values())
+            casts = any(
+                node.op_type == "Cast" and any(a.name == "to" and a.i in half for a in node.attribute) for node, _ in view.nodes()
+            )
+            self._half[signature.file] = weights or casts
+        return self._half[signature.file]
 
     def _run_sub(self, model: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.runtime.session_from_model(model)
@@ -412,7 +426,7 @@ class Replayer:
         observed = logits[:, -new:] if logits.ndim == 3 else logits
         if expected.shape != observed.shape:
             return
-        diff, allowed = oracles.max_difference(observed, expected)
+        diff, allowed = oracles.max_difference(observed, expected, reduced_precision=self._reduced_precision(reference))
         record.max_diff_uncached = diff
         if diff > allowed:
             record.verdict = "diverged"
@@ -572,7 +586,7 @@ class Replayer:
             row = batched[1:2, -alone.shape[1]:] if batched.ndim == 3 else batched[1:2]
             if row.shape != alone.shape:
                 continue
-            diff, allowed = oracles.max_difference(row, alone)
+            diff, allowed = oracles.max_difference(row, alone, reduced_precision=self._reduced_precision(scenario.step0))
             if diff > allowed:
                 self._add(
                     oracles.PADDING_DIVERGENCE.finding(

@@ -55,3 +55,18 @@ def test_real_export_is_clean(arch: str, tmp_path: Path) -> None:
     report = diagnose(export, steps=3)
     assert [f"{f.code}: {f.message}" for f in report.problems()] == []
     assert "decodes correctly" in report.verdict
+
+
+def test_fp16_compute_with_fp32_io_is_judged_with_fp16_tolerance(tmp_path: Path) -> None:
+    """ORT's float16 converter with keep_io_types: float32 I/O, float16 inside; replay must not hold it to fp32 precision."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from support import FIXTURES
+
+    model = onnx.load(FIXTURES / "optimum-gpt2" / "model.onnx")
+    path = tmp_path / "model.onnx"
+    onnx.save(convert_float_to_float16(model, keep_io_types=True), path)
+    for seed in range(3):
+        report = diagnose(path, steps=3, seed=seed)
+        assert [f"{f.code}: {f.message}" for f in report.problems()] == []

@@ -1,0 +1,42 @@
+"""Exporter habits that are not defects: no finding. Exporter annotations that lie: not believed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+from support import FIXTURES
+from onnxdoctor.engine import inspect_path
+from onnxdoctor.findings import Severity
+
+
+def test_last_token_logits_are_not_a_frozen_axis(tmp_path: Path) -> None:
+    """onnxruntime-genai's prune_lm_head: logits [batch, 1, vocab] while input_ids is dynamic."""
+    model = onnx.load(FIXTURES / "synthetic" / "plain-kv.onnx")
+    logits = next(o for o in model.graph.output if o.name == "logits")
+    logits.type.tensor_type.shape.dim[1].Clear()
+    logits.type.tensor_type.shape.dim[1].dim_value = 1
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    assert [f.code for f in inspect_path(path).findings if f.severity is not Severity.INFO] == []
+
+
+def test_wrong_intermediate_annotations_are_not_believed(tmp_path: Path) -> None:
+    """genai's fp16 builds annotate a cache tensor with the new-token length; believing it invents an ODR201.
+
+    Here the GQA repeat_kv Reshape reads Shape(present.0.key) (declared total_sequence_length) while an
+    annotation claims its data has sequence_length: only the annotation makes them disagree.
+    """
+    model = onnx.load(FIXTURES / "optimum-llama-gqa" / "model.onnx")
+    for output in model.graph.output:
+        if output.name.startswith("present."):
+            output.type.tensor_type.shape.dim[2].dim_param = "total_sequence_length"
+    reshape = next(n for n in model.graph.node if n.name == "/model/layers.0/self_attn/Reshape_4")  # GQA repeat_kv
+    model.graph.value_info.append(
+        helper.make_tensor_value_info(reshape.input[0], TensorProto.FLOAT, ["batch_size", 2, 2, "sequence_length", 8])
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    assert [f.code for f in inspect_path(path).findings if f.severity is not Severity.INFO] == []
