@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import onnx
 
-from onnxdoctor.model.graph import PASS_THROUGH_OPS, GraphView, Scope, attribute_int
+from onnxdoctor.model.graph import PASS_THROUGH_OPS, GraphView, Scope, SourceMasks, attribute_int
 from onnxdoctor.model.signature import CONTRIB_ATTENTION_OPS, CachePair, Signature
 
 SCATTER_OPS = frozenset({"ScatterND", "ScatterElements", "TensorScatter", "Scatter"})
@@ -91,17 +91,17 @@ def _strip_pass_through(name: str, scope: Scope) -> tuple[str, onnx.NodeProto | 
     return name, None, scope
 
 
-def _with_other_pasts(view: GraphView, source: PresentSource, name: str, scope: Scope, pasts: frozenset[str]) -> PresentSource:
+def _with_other_pasts(masks: SourceMasks, source: PresentSource, name: str, scope: Scope) -> PresentSource:
     """A detached present built from *another* past is most likely a swapped output, not a lost cache."""
     if source.kind != "detached":
         return source
-    ancestors = view.value_ancestors(name, scope)
-    others = tuple(sorted(p for p in pasts if p in ancestors and p != (source.pair.past.name if source.pair.past else None)))
+    own = source.pair.past.name if source.pair.past else None
+    others = tuple(sorted(p for p in masks.sources_in(name, scope) if p != own))
     return replace(source, other_pasts=others) if others else source
 
 
 def _classify(
-    view: GraphView, pair: CachePair, name: str, scope: Scope, branch: str | None, cache_axis: int, rank: int, depth: int = 0
+    masks: SourceMasks, pair: CachePair, name: str, scope: Scope, branch: str | None, cache_axis: int, rank: int, depth: int = 0
 ) -> PresentSource:
     past = pair.past
     assert past is not None
@@ -117,13 +117,13 @@ def _classify(
     if node.op_type == "Concat":
         axis = attribute_int(node, "axis", 0)
         axis = axis + rank if axis < 0 else axis
-        carriers = [i for i, inp in enumerate(node.input) if inp and past.name in view.value_ancestors(inp, node_scope)]
+        carriers = [i for i, inp in enumerate(node.input) if inp and masks.carries(inp, node_scope, past.name)]
         stacked = pair.axes is not None and pair.axes.stack is not None and depth == 0
         if stacked and axis == pair.axes.stack and len(node.input) == 2:  # type: ignore[union-attr]
             # legacy stacked layout: present = stack(key, value); judge the key half
             inner = _strip_unsqueeze(node.input[0], node_scope)
             if inner is not None:
-                return _classify(view, pair, inner, node_scope, branch, cache_axis - 1, rank - 1, depth + 1)
+                return _classify(masks, pair, inner, node_scope, branch, cache_axis - 1, rank - 1, depth + 1)
         if len(carriers) == 1:
             return PresentSource(
                 pair, "concat", node, node_scope, branch, carriers[0], axis, cache_axis, tuple(node.input)
@@ -131,10 +131,10 @@ def _classify(
         if not carriers:
             return PresentSource(pair, "detached", node, node_scope, branch, None, axis, cache_axis, tuple(node.input))
         return PresentSource(pair, "other", node, node_scope, branch, None, axis, cache_axis, tuple(node.input))
-    feeds_past = past.name in view.value_ancestors(tensor_name, node_scope)
+    feeds_past = masks.carries(tensor_name, node_scope, past.name)
     if node.domain == "com.microsoft" and node.op_type in CONTRIB_ATTENTION_OPS:
         return PresentSource(pair, "contrib" if feeds_past else "detached", node, node_scope, branch)
-    if node.op_type in SCATTER_OPS and node.input and past.name in view.value_ancestors(node.input[0], node_scope):
+    if node.op_type in SCATTER_OPS and node.input and masks.carries(node.input[0], node_scope, past.name):
         return PresentSource(pair, "scatter", node, node_scope, branch)
     return PresentSource(pair, "other" if feeds_past else "detached", node, node_scope, branch)
 
@@ -152,11 +152,11 @@ def trace_presents(view: GraphView, signature: Signature) -> list[PresentSource]
     if kv is None:
         return []
     sources = []
-    pasts = frozenset(p.past.name for p in kv.pairs if p.past is not None)
+    masks = view.source_masks([p.past.name for p in kv.pairs if p.past is not None])
     for pair in kv.pairs:
         if pair.past is None or pair.present is None or pair.axes is None:
             continue
         name, scope, branch = _resolve_output(view, signature, pair.present.name)
-        source = _classify(view, pair, name, scope, branch, pair.axes.cache, pair.axes.rank)
-        sources.append(_with_other_pasts(view, source, name, scope, pasts))
+        source = _classify(masks, pair, name, scope, branch, pair.axes.cache, pair.axes.rank)
+        sources.append(_with_other_pasts(masks, source, name, scope))
     return sources

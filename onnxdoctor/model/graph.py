@@ -189,30 +189,92 @@ class GraphView:
             for node in scope.graph.node:
                 yield node, scope
 
-    def value_ancestors(self, name: str, scope: Scope, limit: int = 20000) -> set[str]:
-        """Names of every tensor whose *values* flow into `name` (not through Shape/Size)."""
-        seen: set[str] = set()
-        stack: list[tuple[str, Scope]] = [(name, scope)]
-        while stack and len(seen) < limit:
-            current, current_scope = stack.pop()
-            if current in seen:
-                continue
-            seen.add(current)
-            found = current_scope.producer(current)
-            if found is None:
-                continue
-            node, node_scope = found
+    def source_masks(self, sources: list[str]) -> SourceMasks:
+        """Which of `sources` (graph inputs) flow by value into each tensor, in one pass over the graph.
+
+        Asking "does past X reach tensor T" for every present by a backward search costs a walk over
+        the whole upstream network each time (quadratic in layers); bit masks computed once in
+        topological order answer it in O(1).
+        """
+        return SourceMasks(self, sources)
+
+
+class SourceMasks:
+    """Per tensor, a bit mask of the source inputs whose values flow into it (not through Shape/Size)."""
+
+    def __init__(self, view: GraphView, sources: list[str]) -> None:
+        self.sources = list(sources)
+        self.bits = {name: 1 << index for index, name in enumerate(self.sources)}
+        self._masks: dict[int, dict[str, int]] = {}
+        self._view = view
+        self._fill(view.main)
+
+    def _lookup(self, name: str, scope: Scope) -> int:
+        for current in scope.chain():
+            masks = self._masks.get(id(current.graph), {})
+            if name in masks:
+                return masks[name]
+            if name in current.graph_inputs and current.parent is None:
+                return self.bits.get(name, 0)
+        return self.bits.get(name, 0)
+
+    @staticmethod
+    def _topological(scope: Scope) -> list[onnx.NodeProto]:
+        """Nodes in dependency order: ONNX asks for it, but some tools write unsorted graphs that ORT still loads."""
+        nodes = list(scope.graph.node)
+        position = {id(node): index for index, node in enumerate(nodes)}
+        waiting: dict[int, int] = {}
+        dependents: dict[int, list[int]] = {}
+        for index, node in enumerate(nodes):
+            parents = {position[id(scope.producers[name])] for name in node.input if name in scope.producers}
+            parents.discard(index)
+            waiting[index] = len(parents)
+            for parent in parents:
+                dependents.setdefault(parent, []).append(index)
+        ready = [index for index, count in waiting.items() if count == 0]
+        order: list[int] = []
+        while ready:
+            index = ready.pop()
+            order.append(index)
+            for child in dependents.get(index, []):
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    ready.append(child)
+        if len(order) < len(nodes):  # a cycle: keep the stored order for what is left
+            done = set(order)
+            order += [index for index in range(len(nodes)) if index not in done]
+        return [nodes[index] for index in order]
+
+    def _fill(self, scope: Scope) -> None:
+        masks = self._masks.setdefault(id(scope.graph), {})
+        for node in self._topological(scope):
             if node.op_type in SHAPE_ONLY_OPS:
-                continue
-            for parent in node.input:
-                if parent:
-                    stack.append((parent, node_scope))
-            for attribute in node.attribute:  # values captured by subgraphs (If branches)
-                subgraphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
-                for subgraph in subgraphs:
-                    child = self._scope_by_graph.get(id(subgraph))
-                    if child is None:
-                        continue
-                    for output in subgraph.output:
-                        stack.append((output.name, child))
-        return seen
+                mask = 0
+            else:
+                mask = 0
+                for name in node.input:
+                    if name:
+                        mask |= self._lookup(name, scope)
+                for attribute in node.attribute:
+                    subgraphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
+                    for subgraph in subgraphs:
+                        child = self._view.subgraph_scope(subgraph)
+                        if child is None:
+                            continue
+                        self._fill(child)
+                        for output in subgraph.output:
+                            mask |= self._lookup(output.name, child)
+            for output in node.output:
+                if output:
+                    masks[output] = mask
+
+    def mask(self, name: str, scope: Scope) -> int:
+        return self._lookup(name, scope)
+
+    def carries(self, name: str, scope: Scope, source: str) -> bool:
+        """Do the values of `source` flow into tensor `name`?"""
+        return bool(self.mask(name, scope) & self.bits.get(source, 0))
+
+    def sources_in(self, name: str, scope: Scope) -> list[str]:
+        mask = self.mask(name, scope)
+        return [source for source, bit in self.bits.items() if mask & bit]

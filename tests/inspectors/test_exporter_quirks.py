@@ -40,3 +40,22 @@ def test_wrong_intermediate_annotations_are_not_believed(tmp_path: Path) -> None
     path = tmp_path / "model.onnx"
     onnx.save(model, path)
     assert [f.code for f in inspect_path(path).findings if f.severity is not Severity.INFO] == []
+
+
+def test_unsorted_graph_is_read_in_dependency_order(tmp_path: Path) -> None:
+    """Some converters write nodes out of order (ORT still loads them): the findings must not change."""
+    import random
+
+    source = FIXTURES / "synthetic" / "defect-concat_swapped.onnx"
+    model = onnx.load(source)
+    nodes = list(model.graph.node)
+    random.Random(0).shuffle(nodes)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+
+    def problems(target: Path) -> list[tuple[str, str | None]]:
+        return sorted((f.code, f.location.name) for f in inspect_path(target).findings if f.severity is not Severity.INFO)
+
+    assert problems(path) == problems(source) == [("ODP302", "Concat_node_36"), ("ODP302", "Concat_node_37")]
