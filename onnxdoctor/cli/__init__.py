@@ -49,13 +49,13 @@ def cli() -> None:
     """Diagnose exported ONNX decoders with a KV cache.
 
     \b
-      onnxdoctor inspect decoder_model.onnx   static: signature, KV layout, findings
-      onnxdoctor replay export_dir/ --steps 2 dynamic: step 0 -> step N with ONNX Runtime
-      onnxdoctor contract model.onnx           what a client must feed at step 0 and step n
-      onnxdoctor check-feeds model.onnx step0.npz step1.npz   a client's recorded feeds
-      onnxdoctor fix model.onnx --source DIR  re-export with patched settings, verified
-      onnxdoctor rules                        every check with its code
-      onnxdoctor explain ODS002               what a check means and how to fix it
+      onnxdoctor inspect decoder_model.onnx        static: signature, KV layout, findings
+      onnxdoctor replay export_dir/ --steps 2      dynamic: step 0 -> step N with ONNX Runtime
+      onnxdoctor contract model.onnx               what a client must feed at step 0 and step n
+      onnxdoctor check-feeds model.onnx s0.npz ... a client's recorded feeds vs the contract
+      onnxdoctor fix model.onnx --source DIR       re-export with patched settings, verified
+      onnxdoctor view model.onnx --finding ODR201  Netron on the neighborhood of a finding
+      onnxdoctor rules | explain ODS002            every check, and what one means
     """
 
 
