@@ -85,7 +85,8 @@ def focus_on_finding(path: str, code: str, only_file: str | None) -> Focus:
     view = GraphView(model_file.proto)
     label = f"{code} at {location.kind} {location.name}"
     if location.kind == "node":
-        found = _find_node(view, location.name)
+        branch = finding.evidence.get("graph") or finding.evidence.get("branch")
+        found = _find_node(view, location.name, branch if isinstance(branch, str) and branch != "main" else None)
         if found is None:
             raise UsageError(f"finding {code} names node {location.name!r}, which is not in {model_file.name}")
         return Focus(model_file, view, found[0], (found[1],), label)
@@ -95,13 +96,13 @@ def focus_on_finding(path: str, code: str, only_file: str | None) -> Focus:
     return Focus(model_file, view, seeds[0], seeds[1], label)
 
 
-def focus_on_node(path: str, name: str, only_file: str | None) -> Focus:
+def focus_on_node(path: str, name: str, only_file: str | None, branch: str | None = None) -> Focus:
     """The node called `name`, in the first model file (and graph, branches included) that has it."""
     bundle = load(path, only=only_file)
     names: list[str] = []
     for model_file in bundle.files:
         view = GraphView(model_file.proto)
-        found = _find_node(view, name)
+        found = _find_node(view, name, branch)
         if found is not None:
             return Focus(model_file, view, found[0], (found[1],), f"node {name}")
         names.extend(node.name for node, _scope in view.nodes() if node.name)
@@ -110,8 +111,13 @@ def focus_on_node(path: str, name: str, only_file: str | None) -> Focus:
     raise UsageError(f"no node named {name!r} in {bundle.path.name}{hint}")
 
 
-def _find_node(view: GraphView, name: str) -> tuple[int, int] | None:
-    for scope_index, scope in enumerate(view.scopes):
+def _find_node(view: GraphView, name: str, branch: str | None = None) -> tuple[int, int] | None:
+    """The node called `name`; optimum's merged branches share node names, so `branch` (a graph path
+    such as `optimum::if.then_branch`, or just `then_branch`) picks the graph to look in first."""
+    scopes = list(enumerate(view.scopes))
+    if branch:
+        scopes.sort(key=lambda item: not (item[1].path == branch or item[1].path.endswith(branch)))
+    for scope_index, scope in scopes:
         for node_index, node in enumerate(scope.graph.node):
             if node.name == name:
                 return scope_index, node_index

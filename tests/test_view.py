@@ -133,3 +133,15 @@ def test_without_netron_serving_says_how_to_install_and_save_still_works(tmp_pat
     saved = view("--save", str(tmp_path / "n.onnx"), "--no-serve")
     assert saved.returncode == 0, saved.stderr
     _checked(tmp_path / "n.onnx")
+
+
+def test_branch_picks_the_cache_branch_copy_of_a_shared_node_name(tmp_path: Path) -> None:
+    """optimum's merged decoder has the same node names in both branches: --branch chooses."""
+    merged = FIXTURES / "optimum-marian-merged" / "decoder_model_merged.onnx"
+    name = "/model/decoder/layers.0/self_attn/Reshape"
+    for branch in ("then_branch", "else_branch"):
+        target = tmp_path / f"{branch}.onnx"
+        result = run_cli("view", merged, "--node", name, "--branch", branch, "--hops", "0", "--save", target, "--no-serve")
+        assert result.returncode == 0, result.stderr
+        assert f"in optimum::if.{branch}:" in result.stdout
+        assert [n.name for n in onnx.load(str(target)).graph.node] == [name]

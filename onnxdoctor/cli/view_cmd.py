@@ -20,6 +20,7 @@ from onnxdoctor.errors import UsageError
 @file_option
 @click.option("--finding", "code", metavar="CODE", help="Center on the node of the first finding with this code.")
 @click.option("--node", "node_name", metavar="NAME", help="Center on the node with this name (If branches included).")
+@click.option("--branch", metavar="GRAPH", help="With --node: the If branch to look in first (then_branch, else_branch); merged decoders reuse node names.")
 @click.option("--hops", type=click.IntRange(min=0), default=2, show_default=True, help="Nodes this many edges away are kept.")
 @click.option("--save", type=click.Path(dir_okay=False, path_type=Path), help="Write the neighborhood here (a new file).")
 @click.option("--no-browser", is_flag=True, help="Do not open a browser; print the URL and serve until Ctrl-C.")
@@ -30,6 +31,7 @@ def view_command(
     only_file: str | None,
     code: str | None,
     node_name: str | None,
+    branch: str | None,
     hops: int,
     save: Path | None,
     no_browser: bool,
@@ -65,7 +67,7 @@ def view_command(
         _serve(netron, pick_model_file(load(path, only=only_file)).path, port, browse=not no_browser)
         return
 
-    focus = focus_on_finding(path, code, only_file) if code else focus_on_node(path, str(node_name), only_file)
+    focus = focus_on_finding(path, code, only_file) if code else focus_on_node(path, str(node_name), only_file, branch)
     if save is not None:
         check_save_target(save, focus.model_file.path)
     extracted = extract(focus, hops)

@@ -118,7 +118,7 @@ def _check_self(ctx: Context, source: PresentSource) -> Iterator[Finding]:
             f"{present} is Concat({source.inputs[0]}, {source.inputs[1]}) at node {source.node_label}{_where(source)}: "
             f"the past ({past}) is the second input, so new tokens come before the cache",
             ctx.at("node", node_name),
-            evidence={"present": present, "concat_inputs": list(source.inputs), "past_input_index": source.past_input_index},
+            evidence={"present": present, "concat_inputs": list(source.inputs), "past_input_index": source.past_input_index, "graph": source.scope.path if source.scope else None},
             remedy={"graph_edit": "swap_concat_inputs", "node": node_name, "present": present},
         )
     if source.concat_axis is not None and source.expected_axis is not None and source.concat_axis != source.expected_axis:
@@ -126,7 +126,7 @@ def _check_self(ctx: Context, source: PresentSource) -> Iterator[Finding]:
             f"{present} is built by {source.node_label}{_where(source)} on axis {source.concat_axis}, "
             f"but the cache-length axis is {source.expected_axis}",
             ctx.at("node", node_name, axis=source.concat_axis),
-            evidence={"present": present, "observed_axis": source.concat_axis, "expected_axis": source.expected_axis},
+            evidence={"present": present, "observed_axis": source.concat_axis, "expected_axis": source.expected_axis, "graph": source.scope.path if source.scope else None},
             remedy={"code_change": "concat_on_cache_axis", "node": node_name, "axis": source.expected_axis},
         )
 
