@@ -391,6 +391,9 @@ class RecoveryEngine:
         new_errors = sorted(_error_codes(after) - _error_codes(before))
         if targeted_left:
             attempt.result, attempt.reason = "rejected", f"still has {', '.join(targeted_left)}"
+        elif not attempt.safe and after.errors:
+            remaining = ", ".join(sorted({f.code for f in after.errors}))
+            attempt.result, attempt.reason = "rejected", f"unsafe fix not proven: replay still fails ({remaining})"
         elif new_errors:
             attempt.result, attempt.reason = "rejected", f"new errors {', '.join(new_errors)}"
         else:

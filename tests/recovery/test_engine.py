@@ -201,3 +201,12 @@ def test_partial_fp16_conversion_is_reexported_in_fp32(tiny_llama: Path, tmp_pat
     assert "ODS003" in data["findings_before"] and data["_returncode"] == 0
     kept = next(a for a in data["attempts"] if a["result"] == "kept")
     assert kept["settings"]["dtype"] == "fp32" and "ODS003" not in kept["findings_after"]
+
+
+def test_unsafe_fix_must_be_proven_by_replay(tmp_path: Path) -> None:
+    """symbolic-batch applies to the partial-axes export, but its past length is still fixed: not kept."""
+    data = _fix(FIXTURES / "broken-torch-partial-dynamic-axes", "--out", tmp_path / "out", "--unsafe-fixes")
+    (attempt,) = data["attempts"]
+    assert attempt["name"] == "symbolic-batch" and attempt["result"] == "rejected"
+    assert "not proven" in attempt["reason"] and "ODA101" not in attempt["findings_after"]
+    assert data["kept"] is None and data["_returncode"] == 1
