@@ -63,7 +63,10 @@ def plan_scenarios(report: InspectReport) -> list[Scenario]:
     encoder = next((r.signature for r in report.files if r.signature.kind == "encoder"), None)
     if not decoders:
         names = ", ".join(r.signature.file for r in report.files)
-        raise UsageError(f"no decoder to replay in {report.path} (files: {names}); replay needs a decoder")
+        raise UsageError(
+            f"no decoder to replay in {report.path} (files: {names}): no token input, logits or KV cache recognized; "
+            "if it is a decoder, name its inputs and outputs with --map (`onnxdoctor inspect` lists them)"
+        )
     no_past = next((s for s in decoders if s.kv is not None and s.kv.mode == "no_past"), None)
     scenarios: list[Scenario] = []
     for sig in decoders:
