@@ -277,7 +277,7 @@ def _kv_layout(inputs: list[TensorSig], outputs: list[TensorSig], merged: bool) 
     first = next((p for p in self_pairs if p.axes is not None), None)
     axes = first.axes if first is not None and first.axes is not None else CacheAxes(4, 0, 1, 2, 3, None, "unknown rank: convention")
     reference = first.any if first is not None else self_pairs[0].any
-    head_dim = reference.dims[axes.head_dim].value if reference.dims is not None else None
+    head_dim = reference.dims[axes.head_dim].value if reference.dims is not None and axes.head_dim < len(reference.dims) else None
     has_past = any(p.past is not None for p in self_pairs)
     has_present = any(p.present is not None for p in self_pairs)
     if merged and has_past:

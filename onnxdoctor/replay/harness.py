@@ -33,6 +33,7 @@ from onnxdoctor.replay.protocol import (
     DecodeState,
     Scenario,
     build_feeds,
+    cache_shape,
     describe_shapes,
     next_pasts,
     plan_scenarios,
@@ -551,6 +552,10 @@ class Replayer:
         scenarios = plan_scenarios(self.report)
         for scenario in scenarios:
             self._refuse_static_cache(scenario)
+            for signature in (scenario.step0, scenario.stepn):
+                for pair in signature.kv.pairs if signature is not None and signature.kv is not None else []:
+                    if pair.past is not None:
+                        cache_shape(pair, pair.past, 1, 0)  # a cache replay cannot build is unusable input: say it now
         if self.options.record is not None:
             self._prepare_record(scenarios)
         results = []
