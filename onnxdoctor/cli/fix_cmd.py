@@ -45,6 +45,7 @@ def _load_config(path: Path | None) -> dict[str, Any]:
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds an exporter may run before it is stopped.")
 @click.option("--dry-run", is_flag=True, help="Print the plan without exporting.")
 @click.option("--unsafe-fixes", is_flag=True, help="Also try graph fixes labelled unsafe (kept only if replay then passes).")
+@click.option("--feeds", "feeds", multiple=True, type=click.Path(path_type=Path), help="A client's recorded steps (stepK.npz, repeat in order): its check-feeds findings are planned for too.")
 @click.option("--steps", type=int, default=2, show_default=True, help="Replay steps used to verify each attempt.")
 @format_option(("table", "json"))
 def fix_command(
@@ -58,6 +59,7 @@ def fix_command(
     dry_run: bool,
     unsafe_fixes: bool,
     steps: int,
+    feeds: tuple[Path, ...],
     output_format: str,
 ) -> None:
     """Diagnose PATH, re-export it with patched settings (or mend the graph), and keep only what inspect + replay prove.
@@ -72,7 +74,7 @@ def fix_command(
 
     engine = RecoveryEngine(
         path, out=out, source=source, exporter=exporter, adapter=adapter, config=_load_config(config_path),
-        timeout=timeout, unsafe_fixes=unsafe_fixes, steps=steps,
+        timeout=timeout, unsafe_fixes=unsafe_fixes, steps=steps, feeds=list(feeds),
         progress=lambda message: click.echo(f"onnxdoctor: {message}", err=True),
     )
     report = engine.run(dry_run=dry_run)

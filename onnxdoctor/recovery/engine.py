@@ -29,6 +29,7 @@ from onnxdoctor.inspectors.dynamic_axes import DIM_NAMES
 from onnxdoctor.model.signature import Signature, axis_roles
 
 STATIC_AXES = ("ODA101", "ODA102", "ODA103", "ODA104", "ODA105")
+MERGED_MISUSE = ("ODF507", "ODF508")  # clients driving use_cache_branch or the cross cache wrongly
 FP16_TROUBLE = ("ODS003", "ODX404", "ODX405")
 Progress = Callable[[str], None]
 
@@ -222,8 +223,15 @@ def plan_attempts(report: Report, source: str | None, kind: str | None, *, adapt
             why.append("dynamic axes on every input and output (no --no-dynamic-axes)")
         if fp16:
             why.append("fp32 export (fp16 I/O trouble)")
+        misuse = tuple(sorted(codes & set(MERGED_MISUSE)))
+        if merged and misuse:
+            attempts.append(Attempt(
+                0, "no-post-process", "optimum", tuple(sorted(codes)), {**settings, "no_post_process": True},
+                f"clients misdrive the merged decoder ({', '.join(misuse)}): export decoder_model + decoder_with_past_model, "
+                "which have no use_cache_branch and no cross-attention placeholders",
+            ))
         attempts.append(Attempt(0, "re-export" + ("+dynamic-axes" if static else "") + ("+fp32" if fp16 else ""), "optimum", tuple(sorted(codes)), settings, "; ".join(why) or "re-export with default settings"))
-        if merged:
+        if merged and not misuse:
             attempts.append(Attempt(0, "no-post-process", "optimum", tuple(sorted(codes)), {**settings, "no_post_process": True}, "separate decoder_model / decoder_with_past_model instead of a merged If"))
         if opset != 17:
             attempts.append(Attempt(0, "opset-17", "optimum", tuple(sorted(codes)), {**settings, "opset": 17}, "another opset"))
@@ -279,8 +287,10 @@ class RecoveryEngine:
         unsafe_fixes: bool = False,
         steps: int = 2,
         progress: Progress | None = None,
+        feeds: list[Path] | None = None,
     ) -> None:
         self.path = path
+        self.feeds = list(feeds or [])
         self.out = out
         self.source = source
         self.kind = _source_kind(source, exporter)
@@ -312,6 +322,14 @@ class RecoveryEngine:
     def run(self, *, dry_run: bool = False) -> FixReport:
         self.progress(f"diagnosing {self.path}")
         before = self._diagnose(self.path)
+        if self.feeds:
+            from onnxdoctor.findings import sort_findings
+            from onnxdoctor.replay.feedcheck import FeedChecker
+
+            assert before.inspect is not None
+            self.progress(f"checking {len(self.feeds)} recorded client steps")
+            client = FeedChecker(before.inspect).run(self.feeds)
+            before.findings = sort_findings(before.findings + client.findings)
         attempts, notes = ([], ["no error or warning findings: nothing to fix"]) if not before.problems() else plan_attempts(
             before, self.source, self.kind, adapter=self.adapter, user=self.user
         )
@@ -389,7 +407,12 @@ class RecoveryEngine:
         attempt.after = _problem_codes(after)
         targeted_left = sorted(set(attempt.targets) & set(attempt.after))
         new_errors = sorted(_error_codes(after) - _error_codes(before))
-        if targeted_left:
+        still_merged = attempt.settings.get("no_post_process") and any(
+            s.kv is not None and s.kv.merged for s in _decoder_signatures(after)
+        )
+        if still_merged:
+            attempt.result, attempt.reason = "rejected", "the export still has a merged decoder"
+        elif targeted_left:
             attempt.result, attempt.reason = "rejected", f"still has {', '.join(targeted_left)}"
         elif not attempt.safe and after.errors:
             remaining = ", ".join(sorted({f.code for f in after.errors}))

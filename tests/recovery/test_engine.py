@@ -210,3 +210,31 @@ def test_unsafe_fix_must_be_proven_by_replay(tmp_path: Path) -> None:
     assert attempt["name"] == "symbolic-batch" and attempt["result"] == "rejected"
     assert "not proven" in attempt["reason"] and "ODA101" not in attempt["findings_after"]
     assert data["kept"] is None and data["_returncode"] == 1
+
+
+def test_merged_decoder_misuse_is_fixed_by_an_unmerged_export(tmp_path: Path) -> None:
+    """A client feeds the merged decoder's cross placeholders back (ODF508): export without the merged If."""
+    import torch
+    from naive_clients import run_client
+    from transformers import MarianConfig, MarianMTModel
+
+    torch.manual_seed(0)
+    config = MarianConfig(
+        vocab_size=128, decoder_vocab_size=128, d_model=16, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_position_embeddings=64, pad_token_id=1, eos_token_id=0, decoder_start_token_id=1,
+    )
+    source = tmp_path / "source"
+    MarianMTModel(config).save_pretrained(source)
+    from optimum.exporters.onnx import main_export
+
+    export = tmp_path / "export"
+    main_export(model_name_or_path=str(source), output=str(export), task="text2text-generation-with-past", do_validation=False)
+    client = run_client(export / "decoder_model_merged.onnx", tmp_path / "client", "placeholders_fed_back")
+    feeds = [arg for path in client.files for arg in ("--feeds", path)]
+    data = _fix(export, "--source", source, "--out", tmp_path / "out", *feeds)
+    assert data["findings_before"] == ["ODF508"] and data["_returncode"] == 0
+    kept = next(a for a in data["attempts"] if a["result"] == "kept")
+    assert kept["name"] == "no-post-process"
+    produced = sorted(p.name for p in Path(str(data["kept"])).glob("*.onnx"))
+    assert produced == ["decoder_model.onnx", "decoder_with_past_model.onnx", "encoder_model.onnx"]
