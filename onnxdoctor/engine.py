@@ -27,6 +27,8 @@ class FileReport:
     step0: StepContract
     stepn: StepContract
     reshapes: list[dict[str, Any]] | None = None
+    # the inspectors' context: its graph analyses (shapes, how presents are built) are reused by replay
+    context: Context | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         sig = self.signature
@@ -130,6 +132,7 @@ def inspect_bundle(bundle: Bundle, *, role_map: RoleMap | None = None, reshapes:
     findings: list[Finding] = []
     for report in file_reports:
         context = Context(bundle, report.model_file, report.signature, siblings)
+        report.context = context
         for _name, check in registered_checks():
             findings.extend(check(context))
         if reshapes:

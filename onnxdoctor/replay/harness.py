@@ -19,13 +19,14 @@ import numpy as np
 import onnx
 
 from onnxdoctor import __version__
+from onnxdoctor.context import Context
 from onnxdoctor.engine import InspectReport
 from onnxdoctor.errors import UsageError
 from onnxdoctor.findings import Finding, Location, Severity, earliest_error, sort_findings
 from onnxdoctor.model import roles
 from onnxdoctor.model.contract import build_contract
-from onnxdoctor.model.graph import GraphView
 from onnxdoctor.model.dims import format_dims
+from onnxdoctor.model.graph import GraphView
 from onnxdoctor.model.signature import Signature, TensorSig
 from onnxdoctor.replay import oracles
 from onnxdoctor.replay.localize import localize
@@ -163,17 +164,19 @@ class Replayer:
         self.progress = progress or (lambda _message: None)
         self.runtime = Runtime(options.provider)
         self.findings: list[Finding] = []
-        self._views: dict[str, GraphView] = {}
         self._half: dict[str, bool] = {}
         self._vocab = _config_vocab(report)
 
     # ------------------------------------------------------------------ helpers
 
+    def _context(self, signature: Signature) -> Context:
+        """The inspectors' context of this file: inspect already built its graph view and present tracing."""
+        file_report = next(r for r in self.report.files if r.signature.file == signature.file)
+        assert file_report.context is not None, "replay takes a report made by engine.inspect_bundle"
+        return file_report.context
+
     def _view(self, signature: Signature) -> GraphView:
-        if signature.file not in self._views:
-            model_file = next(r.model_file for r in self.report.files if r.signature.file == signature.file)
-            self._views[signature.file] = GraphView(model_file.proto)
-        return self._views[signature.file]
+        return self._context(signature).graph
 
     def _reduced_precision(self, signature: Signature) -> bool:
         """Does the graph compute in fp16/bf16 inside (fp16 weights or casts), whatever its I/O dtype?"""
@@ -536,13 +539,10 @@ class Replayer:
 
     def _refuse_static_cache(self, scenario: Scenario) -> None:
         """A preallocated cache updated in place needs another protocol (cache_position writes); say so, do not misjudge it."""
-        from onnxdoctor.model.cache_flow import trace_presents
-
         for signature in (scenario.step0, scenario.stepn):
             if signature is None or signature.kv is None:
                 continue
-            kinds = {s.kind for s in trace_presents(self._view(signature), signature) if s.pair.attention == "self"}
-            if kinds == {"scatter"}:
+            if self._context(signature).static_cache:
                 raise UsageError(
                     f"{signature.file} keeps a fixed-size cache updated in place (presents are scattered into the pasts "
                     "at cache_position): replay does not implement that protocol yet; `inspect` and `contract` apply"
