@@ -23,8 +23,8 @@ from onnxdoctor.findings import Finding, Location, Rule, Severity, earliest_erro
 from onnxdoctor.model import roles
 from onnxdoctor.model.signature import CachePair, Signature
 from onnxdoctor.replay import oracles
-from onnxdoctor.replay.protocol import positions_from_mask
-from onnxdoctor.replay.runtime import Runtime, numpy_dtype
+from onnxdoctor.replay.protocol import Mismatch, declaration_mismatches, positions_from_mask
+from onnxdoctor.replay.runtime import Runtime
 
 _CLIENT_FIX = "Follow the contract printed by `onnxdoctor contract PATH` for this input at this step."
 
@@ -464,42 +464,15 @@ class FeedChecker:
             tensor = declared.get(name)
             if tensor is None:
                 continue
-            expected_dtype = numpy_dtype(tensor.elem_type)
-            if value.dtype != expected_dtype:
-                findings.append(
-                    WRONG_DTYPE.finding(
-                        f"step {step}: {name} fed as {value.dtype}, the model declares {expected_dtype}",
-                        self._at(sig, name, step),
-                        evidence={"observed": str(value.dtype), "expected": str(expected_dtype)},
-                    )
-                )
+            mismatches = declaration_mismatches(tensor, value)
+            pair = self._pair_of(sig, name)
+            for found in mismatches:
+                findings.append(self._declaration_finding(sig, name, value, found, pair, step))
+            if mismatches and mismatches[0].kind != "dim":
                 continue
             if tensor.dims is None:
                 continue
-            if len(tensor.dims) != value.ndim:
-                findings.append(
-                    WRONG_SHAPE.finding(
-                        f"step {step}: {name} has rank {value.ndim} {list(value.shape)}, the model declares rank {len(tensor.dims)}",
-                        self._at(sig, name, step),
-                        evidence={"observed": list(value.shape), "expected": [str(d) for d in tensor.dims]},
-                    )
-                )
-                continue
-            for axis, dim in enumerate(tensor.dims):
-                if dim.is_static and dim.value != value.shape[axis]:
-                    hint = ""
-                    pair = self._pair_of(sig, name)
-                    if pair is not None and pair.axes is not None and axis == pair.axes.heads and dim.value and value.shape[axis] % dim.value == 0:
-                        hint = " (the query head count? cache tensors carry the KV heads)"
-                    findings.append(
-                        WRONG_SHAPE.finding(
-                            f"step {step}: {name} axis {axis} is {value.shape[axis]}, the model declares {dim.value}{hint}",
-                            self._at(sig, name, step, axis),
-                            evidence={"observed": int(value.shape[axis]), "expected": int(dim.value or 0), "shape": list(value.shape)},
-                        )
-                    )
             batch_axis = 0
-            pair = self._pair_of(sig, name)
             if pair is not None and pair.axes is not None:
                 batch_axis = pair.axes.batch
             if tensor.role not in (roles.USE_CACHE_BRANCH, roles.CACHE_POSITION) and value.ndim > batch_axis:
@@ -507,6 +480,30 @@ class FeedChecker:
                     batches[name] = int(value.shape[batch_axis])
         self._batches = batches
         return findings
+
+    def _declaration_finding(
+        self, sig: Signature, name: str, value: np.ndarray, found: Mismatch, pair: CachePair | None, step: int
+    ) -> Finding:
+        if found.kind == "dtype":
+            return WRONG_DTYPE.finding(
+                f"step {step}: {name} fed as {found.observed}, the model declares {found.expected}",
+                self._at(sig, name, step),
+                evidence={"observed": found.observed, "expected": found.expected},
+            )
+        if found.kind == "rank":
+            return WRONG_SHAPE.finding(
+                f"step {step}: {name} has rank {value.ndim} {found.observed}, the model declares rank {len(found.expected)}",
+                self._at(sig, name, step),
+                evidence={"observed": found.observed, "expected": found.expected},
+            )
+        hint = ""
+        if pair is not None and pair.axes is not None and found.axis == pair.axes.heads and found.expected and found.observed % found.expected == 0:
+            hint = " (the query head count? cache tensors carry the KV heads)"
+        return WRONG_SHAPE.finding(
+            f"step {step}: {name} axis {found.axis} is {found.observed}, the model declares {found.expected}{hint}",
+            self._at(sig, name, step, found.axis),
+            evidence={"observed": found.observed, "expected": found.expected, "shape": list(value.shape)},
+        )
 
     def _check_shared_dims(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, batches: dict[str, int]) -> list[Finding]:
         """Inputs sharing a dim (one symbol, or the batch role) must agree; the token inputs are the reference.

@@ -35,6 +35,7 @@ from onnxdoctor.replay.protocol import (
     Scenario,
     build_feeds,
     cache_shape,
+    declaration_mismatches,
     describe_shapes,
     next_pasts,
     plan_scenarios,
@@ -211,18 +212,11 @@ class Replayer:
         mismatches: list[dict[str, Any]] = []
         for tensor in signature.inputs:
             value = feeds.get(tensor.name)
-            if value is None or tensor.dims is None:
+            if value is None:
                 continue
-            expected_dtype = numpy_dtype(tensor.elem_type) if tensor.elem_type else None
-            if expected_dtype is not None and value.dtype != expected_dtype:
-                mismatches.append({"input": tensor.name, "axis": None, "got": str(value.dtype), "expected": str(expected_dtype)})
-                continue
-            if len(tensor.dims) != value.ndim:
-                mismatches.append({"input": tensor.name, "axis": None, "got": list(value.shape), "expected": str([str(d) for d in tensor.dims])})
-                continue
-            for axis, dim in enumerate(tensor.dims):
-                if dim.is_static and dim.value != value.shape[axis]:
-                    mismatches.append({"input": tensor.name, "axis": axis, "got": int(value.shape[axis]), "expected": int(dim.value or 0)})
+            for found in declaration_mismatches(tensor, value):
+                expected = str(found.expected) if found.kind == "rank" else found.expected
+                mismatches.append({"input": tensor.name, "axis": found.axis, "got": found.observed, "expected": expected})
         if not mismatches:
             return True
         shown = "; ".join(

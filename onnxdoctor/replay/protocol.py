@@ -102,6 +102,33 @@ def vocab_size(signature: Signature, config_vocab: int | None) -> int:
     return config_vocab or 2
 
 
+@dataclass(frozen=True)
+class Mismatch:
+    """One way a fed array disagrees with its declared input."""
+
+    kind: str  # dtype | rank | dim
+    axis: int | None
+    observed: Any
+    expected: Any
+
+
+def declaration_mismatches(tensor: TensorSig, value: np.ndarray) -> list[Mismatch]:
+    """The dtype, else the rank, else every fixed dim that `value` gets wrong (what ORT rejects, all at once)."""
+    if tensor.elem_type:
+        expected = numpy_dtype(tensor.elem_type)
+        if value.dtype != expected:
+            return [Mismatch("dtype", None, str(value.dtype), str(expected))]
+    if tensor.dims is None:
+        return []
+    if len(tensor.dims) != value.ndim:
+        return [Mismatch("rank", None, list(value.shape), [str(d) for d in tensor.dims])]
+    return [
+        Mismatch("dim", axis, int(value.shape[axis]), int(dim.value or 0))
+        for axis, dim in enumerate(tensor.dims)
+        if dim.is_static and dim.value != value.shape[axis]
+    ]
+
+
 class FeedError(UsageError):
     """The reference protocol cannot be built for this signature (an input with no known role)."""
 
