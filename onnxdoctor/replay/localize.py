@@ -111,9 +111,9 @@ def localize(
             if scope.owner is None or scope.parent is None or scope.parent.path:
                 raise LookupError("only branches of main-graph nodes are measured")
             branch_attribute = scope.path.rsplit(".", 1)[-1]
-            measured = _measure_in_branch(model_path, scope.owner, branch_attribute, wanted, feeds, run_model)
+            measured = _measure_in_branch(onnx.load(str(model_path)), scope.owner, branch_attribute, wanted, feeds, run_model)
         else:
-            measured = _measure(model_path, wanted, feeds, run_model)
+            measured = _run_up_to(onnx.load(str(model_path)), feeds, wanted, run_model)
     except Exception as exc:  # noqa: BLE001 - measuring is best effort; the failure itself is already known
         place.note = f"could not measure the node's inputs ({type(exc).__name__})"
         return place
@@ -126,7 +126,7 @@ def localize(
 
 def _branch_of(graph: onnx.GraphProto, owner: onnx.NodeProto, attribute_name: str) -> onnx.GraphProto | None:
     """The same branch in the full model (the view was built on the weight-less copy)."""
-    for index, node in enumerate(graph.node):
+    for node in graph.node:
         same = (node.name == owner.name) if owner.name else (node.op_type == owner.op_type and list(node.output) == list(owner.output))
         if same:
             for attribute in node.attribute:
@@ -136,13 +136,12 @@ def _branch_of(graph: onnx.GraphProto, owner: onnx.NodeProto, attribute_name: st
 
 
 def _measure_in_branch(
-    model_path: Path, owner: onnx.NodeProto, attribute_name: str, names: list[str], feeds: dict[str, np.ndarray], run_model: Any
+    model: onnx.ModelProto, owner: onnx.NodeProto, attribute_name: str, names: list[str], feeds: dict[str, np.ndarray], run_model: Any
 ) -> dict[str, np.ndarray]:
     """Inputs of a node inside an If branch: the branch becomes a model whose inputs are the outer values it reads.
 
     The outer values (main-graph inputs and tensors) are measured first, then the branch is run up to the node.
     """
-    model = onnx.load(str(model_path))
     branch = _branch_of(model.graph, owner, attribute_name)
     if branch is None:
         raise LookupError(f"no {attribute_name} under {owner.name or owner.op_type}")
@@ -153,7 +152,7 @@ def _measure_in_branch(
             if name and name not in produced and name not in outer:
                 outer.append(name)
     main_initializers = {t.name: t for t in model.graph.initializer}
-    values = _measure(model_path, [n for n in outer if n not in main_initializers], feeds, run_model)
+    values = _run_up_to(model, feeds, [n for n in outer if n not in main_initializers], run_model)
     inputs = [
         onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
         for name, value in values.items()
@@ -161,40 +160,27 @@ def _measure_in_branch(
     graph = onnx.helper.make_graph(
         list(branch.node), "branch", inputs, [], list(branch.initializer) + [main_initializers[n] for n in outer if n in main_initializers]
     )
-    standalone = onnx.shape_inference.infer_shapes(
-        onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    )
-    typed = {v.name for v in standalone.graph.value_info}
-    wanted = [n for n in names if n in typed or n in values]
-    direct = {n: values[n] for n in wanted if n in values}
-    computed = [n for n in wanted if n not in values]
-    if computed:
-        sub = onnx.utils.Extractor(standalone).extract_model(list(values), computed)
-        direct.update(run_model(sub, {k: v for k, v in values.items() if k in {i.name for i in sub.graph.input}}))
-    return direct
+    standalone = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return _run_up_to(standalone, values, names, run_model)
 
 
-def _measure(model_path: Path, names: list[str], feeds: dict[str, np.ndarray], run_model: Any) -> dict[str, np.ndarray]:
-    """Run the part of the model that computes `names` (the failing node is not in it)."""
-    model = onnx.load(str(model_path))
+def _run_up_to(
+    model: onnx.ModelProto, known: dict[str, np.ndarray], names: list[str], run_model: Any
+) -> dict[str, np.ndarray]:
+    """Values of `names` in `model`, given `known` values of its graph inputs: fed, stored, or computed by
+    running the sub-model that produces them (the failing node is not in it)."""
     graph_inputs = {v.name for v in model.graph.input}
-    initializers = {t.name for t in model.graph.initializer}
-    direct = {name: feeds[name] for name in names if name in graph_inputs and name in feeds}
+    initializers = {t.name: t for t in model.graph.initializer}
+    result = {name: known[name] for name in names if name in graph_inputs and name in known}
+    result.update({name: onnx.numpy_helper.to_array(initializers[name]) for name in names if name in initializers})
     computed = [name for name in names if name not in graph_inputs and name not in initializers]
-    result: dict[str, np.ndarray] = dict(direct)
-    for name in names:
-        if name in initializers:
-            tensor = next(t for t in model.graph.initializer if t.name == name)
-            result[name] = onnx.numpy_helper.to_array(tensor)
     if computed:
         # the extractor needs a type for every output it exposes: infer them first
         model = onnx.shape_inference.infer_shapes(model)
         typed = {v.name for v in list(model.graph.value_info) + list(model.graph.output)}
         computed = [name for name in computed if name in typed]
     if computed:
-        extractor = onnx.utils.Extractor(model)
-        sub = extractor.extract_model([n for n in graph_inputs if n in feeds], computed)
+        sub = onnx.utils.Extractor(model).extract_model([n for n in graph_inputs if n in known], computed)
         needed = {v.name for v in sub.graph.input}
-        outputs = run_model(sub, {k: v for k, v in feeds.items() if k in needed})
-        result.update(outputs)
+        result.update(run_model(sub, {k: v for k, v in known.items() if k in needed}))
     return result
