@@ -14,7 +14,7 @@ from pathlib import Path
 
 from typing import Any
 
-from onnxdoctor.engine import InspectReport, inspect_path
+from onnxdoctor.engine import InspectReport, filter_findings, inspect_path
 from onnxdoctor.errors import UsageError
 from onnxdoctor.findings import Finding, Severity, sort_findings
 
@@ -30,8 +30,7 @@ class Report:
 
     def by_code(self, *codes: str) -> list[Finding]:
         """Findings whose code starts with one of `codes` (`by_code("ODX4")` for all replay findings)."""
-        wanted = tuple(c.upper() for c in codes)
-        return [f for f in self.findings if f.code.upper().startswith(wanted)]
+        return filter_findings(self.findings, select=codes) if codes else []
 
     @property
     def errors(self) -> list[Finding]:
@@ -39,11 +38,7 @@ class Report:
 
     def problems(self, allow: tuple[str, ...] | list[str] = ()) -> list[Finding]:
         """Errors and warnings, minus the allowed codes (prefixes)."""
-        allowed = tuple(c.upper() for c in allow)
-        return [
-            f for f in self.findings
-            if f.severity is not Severity.INFO and not (allowed and f.code.upper().startswith(allowed))
-        ]
+        return filter_findings([f for f in self.findings if f.severity is not Severity.INFO], ignore=tuple(allow))
 
     def assert_healthy(self, allow: tuple[str, ...] | list[str] = ()) -> None:
         """Fail with the findings table (step and node included) when any error or warning remains."""
