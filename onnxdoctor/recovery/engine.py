@@ -23,9 +23,10 @@ import onnx
 
 from onnxdoctor import __version__
 from onnxdoctor.doctor import Report, diagnose
-from onnxdoctor.errors import UsageError
+from onnxdoctor.errors import OnnxDoctorError, UsageError
 from onnxdoctor.findings import Severity
 from onnxdoctor.inspectors.dynamic_axes import DIM_NAMES
+from onnxdoctor.recovery.verdict import judge
 from onnxdoctor.model.signature import Signature, axis_roles
 
 STATIC_AXES = ("ODA101", "ODA102", "ODA103", "ODA104", "ODA105")
@@ -403,24 +404,22 @@ class RecoveryEngine:
             return
         attempt.produced = produced
         self.progress(f"attempt {attempt.index}: verifying {produced} with inspect + replay")
-        after = self._diagnose(produced)
+        try:
+            after = self._diagnose(produced)
+        except OnnxDoctorError as exc:  # e.g. ONNX Runtime cannot load the export: this attempt failed, not the engine
+            attempt.result, attempt.reason = "failed", f"inspect + replay could not run on the export: {exc}"
+            return
         attempt.after = _problem_codes(after)
-        targeted_left = sorted(set(attempt.targets) & set(attempt.after))
-        new_errors = sorted(_error_codes(after) - _error_codes(before))
         still_merged = attempt.settings.get("no_post_process") and any(
             s.kv is not None and s.kv.merged for s in _decoder_signatures(after)
         )
         if still_merged:
             attempt.result, attempt.reason = "rejected", "the export still has a merged decoder"
-        elif targeted_left:
-            attempt.result, attempt.reason = "rejected", f"still has {', '.join(targeted_left)}"
-        elif not attempt.safe and after.errors:
-            remaining = ", ".join(sorted({f.code for f in after.errors}))
-            attempt.result, attempt.reason = "rejected", f"unsafe fix not proven: replay still fails ({remaining})"
-        elif new_errors:
-            attempt.result, attempt.reason = "rejected", f"new errors {', '.join(new_errors)}"
-        else:
-            attempt.result, attempt.reason = "kept", "targeted findings gone, no new error; replay passes" if not after.errors else "targeted findings gone"
+            return
+        kept, attempt.reason = judge(
+            attempt.targets, _error_codes(before), set(attempt.after), _error_codes(after), safe=attempt.safe
+        )
+        attempt.result = "kept" if kept else "rejected"
 
     def _export(self, attempt: Attempt) -> Path | None:
         assert attempt.out is not None

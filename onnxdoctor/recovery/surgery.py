@@ -31,6 +31,7 @@ from onnxdoctor.model import roles
 from onnxdoctor.model.graph import PASS_THROUGH_OPS, GraphView, attribute_int
 from onnxdoctor.model.load import ModelFile
 from onnxdoctor.model.signature import CachePair, Signature, TensorSig, axis_roles
+from onnxdoctor.recovery.verdict import judge
 
 BATCH_SYMBOL = "batch_size"
 
@@ -425,16 +426,10 @@ def verify(original: Path, mended: Path, targets: Sequence[str], *, safe: bool =
     batch = 2 if "ODA101" in targets else 1
     before, _ = _inspect_and_replay(Path(original), batch)
     after, replay_exit = _inspect_and_replay(Path(mended), batch)
-    remaining = [code for code in targets if code in _codes(after)]
-    new_errors = tuple(sorted(set(_codes(after, Severity.ERROR)) - set(_codes(before, Severity.ERROR))))
+    before_errors, after_errors = set(_codes(before, Severity.ERROR)), set(_codes(after, Severity.ERROR))
+    new_errors = tuple(sorted(after_errors - before_errors))
     if replay_exit is None:
         kept, reason = False, "replay of the mended model could not run"
-    elif remaining:
-        kept, reason = False, f"targeted findings remain: {', '.join(remaining)}"
-    elif new_errors:
-        kept, reason = False, f"new errors: {', '.join(new_errors)}"
-    elif not safe and replay_exit != 0:
-        kept, reason = False, "unsafe fix not proven: replay of the mended model still fails on other errors"
     else:
-        kept, reason = True, f"{', '.join(targets)} gone, no new error (replay exit {replay_exit})"
+        kept, reason = judge(targets, before_errors, set(_codes(after)), after_errors, safe=safe)
     return VerifyResult(kept, reason, _codes(before), _codes(after), new_errors, replay_exit)
