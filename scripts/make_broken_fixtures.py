@@ -28,7 +28,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
@@ -493,10 +492,7 @@ def _io_dims(path: Path) -> dict[str, str]:
 
 def make_fixture(fixture: Broken, root: Path) -> None:
     """(Re)build one broken folder, observe it in onnxruntime, write export_settings.json."""
-    folder = root / fixture.name
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder = mf.fresh_folder(root, fixture.name)
     settings = fixture.build(folder)
     model = folder / "model.onnx"
     onnx.checker.check_model(str(model))
@@ -516,8 +512,7 @@ def make_fixture(fixture: Broken, root: Path) -> None:
     settings["io"] = _io_dims(model)
     settings = {"fixture": fixture.name, **settings, "observed": observed}
     (folder / "export_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    for path in sorted(folder.iterdir()):
-        print(f"    {path.name:32s} {path.stat().st_size:>8,d} B")
+    mf.print_sizes(folder)
     for name, dims in settings["io"].items():
         print(f"    io: {name:28s} {dims}")
     for step, entry in observed.items():
@@ -534,23 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mf._quiet()
     torch.set_num_threads(1)
-    names = args.only or list(FIXTURES)
-    failed: list[str] = []
-    started = time.perf_counter()
-    for index, name in enumerate(names, 1):
-        print(f"[{index}/{len(names)}] {name}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            make_fixture(FIXTURES[name], args.out)
-        except Exception as exc:  # report and continue with the other fixtures
-            failed.append(name)
-            print(f"    FAILED: {type(exc).__name__}: {exc}", flush=True)
-        else:
-            print(f"    ok ({time.perf_counter() - t0:.1f}s)", flush=True)
-    print(f"{len(names) - len(failed)}/{len(names)} broken fixtures ok in {time.perf_counter() - started:.1f}s")
-    if failed:
-        print(f"failed: {', '.join(failed)}")
-    return 1 if failed else 0
+    return mf.build_each(args.only or list(FIXTURES), lambda name: make_fixture(FIXTURES[name], args.out), "broken fixtures")
 
 
 if __name__ == "__main__":

@@ -514,17 +514,47 @@ FIXTURES: dict[str, Fixture] = {
 }
 
 
-def make_fixture(fixture: Fixture, root: Path, verify: bool) -> None:
-    """(Re)build one fixture folder from scratch, write export_settings.json, optionally verify."""
-    folder = root / fixture.name
+def fresh_folder(root: Path, name: str) -> Path:
+    """An empty fixture folder (rebuilt from scratch every time, so nothing stale survives)."""
+    folder = root / name
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    return folder
+
+
+def print_sizes(folder: Path) -> None:
+    for path in sorted(folder.iterdir()):
+        print(f"    {path.name:32s} {path.stat().st_size:>8,d} B")
+
+
+def build_each(names: list[str], build: Callable[[str], None], what: str) -> int:
+    """Build every named fixture, reporting and continuing past failures; the process exit code."""
+    failed: list[str] = []
+    started = time.perf_counter()
+    for index, name in enumerate(names, 1):
+        print(f"[{index}/{len(names)}] {name}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            build(name)
+        except Exception as exc:  # report and continue with the other fixtures
+            failed.append(name)
+            print(f"    FAILED: {type(exc).__name__}: {exc}", flush=True)
+        else:
+            print(f"    ok ({time.perf_counter() - t0:.1f}s)", flush=True)
+    print(f"{len(names) - len(failed)}/{len(names)} {what} ok in {time.perf_counter() - started:.1f}s")
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def make_fixture(fixture: Fixture, root: Path, verify: bool) -> None:
+    """(Re)build one fixture folder from scratch, write export_settings.json, optionally verify."""
+    folder = fresh_folder(root, fixture.name)
     settings = fixture.build(folder)
     settings = {"fixture": fixture.name, **settings}
     (folder / "export_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    for path in sorted(folder.iterdir()):
-        print(f"    {path.name:32s} {path.stat().st_size:>8,d} B")
+    print_sizes(folder)
     strays = [p.name for p in folder.iterdir() if p.suffix not in (".onnx", ".json")]
     if strays:
         raise RuntimeError(f"unexpected files written: {strays}")
@@ -556,23 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _quiet()
     torch.set_num_threads(1)
-    names = args.only or list(FIXTURES)
-    failed: list[str] = []
-    started = time.perf_counter()
-    for index, name in enumerate(names, 1):
-        print(f"[{index}/{len(names)}] {name}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            make_fixture(FIXTURES[name], args.out, args.verify)
-        except Exception as exc:  # report and continue with the other fixtures
-            failed.append(name)
-            print(f"    FAILED: {type(exc).__name__}: {exc}", flush=True)
-        else:
-            print(f"    ok ({time.perf_counter() - t0:.1f}s)", flush=True)
-    print(f"{len(names) - len(failed)}/{len(names)} fixtures ok in {time.perf_counter() - started:.1f}s")
-    if failed:
-        print(f"failed: {', '.join(failed)}")
-    return 1 if failed else 0
+    return build_each(args.only or list(FIXTURES), lambda name: make_fixture(FIXTURES[name], args.out, args.verify), "fixtures")
 
 
 def _reexec_with_fixed_hash_seed() -> None:
