@@ -13,7 +13,9 @@ from onnxdoctor.findings import Location
 from onnxdoctor.model.cache_flow import PresentSource, trace_presents
 from onnxdoctor.model.graph import GraphView
 from onnxdoctor.model.load import Bundle, ModelFile
+from onnxdoctor.model import roles
 from onnxdoctor.model.signature import Signature
+from onnxdoctor.numerics.regime import Regime, detect_regime
 
 
 @dataclass
@@ -48,3 +50,9 @@ class Context:
     def present_sources(self) -> dict[str, PresentSource]:
         """Present output name -> how it is built from its past."""
         return {s.pair.present.name: s for s in trace_presents(self.graph, self.signature) if s.pair.present}
+
+    @cached_property
+    def regime(self) -> Regime:
+        """The precision the graph computes in (numerics): what every tolerance of this file follows."""
+        logits = self.signature.output(roles.LOGITS)
+        return detect_regime(self.model_file.proto, logits.dtype if logits is not None else "float32")

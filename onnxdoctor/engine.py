@@ -70,6 +70,7 @@ class FileReport:
             "inputs": [t.to_dict() for t in sig.inputs],
             "outputs": [t.to_dict() for t in sig.outputs],
             "kv_layout": kv_layout,
+            "numerics": self.context.regime.to_dict() if self.context is not None else None,
             "step0": self.step0.to_dict(),
             "stepn": self.stepn.to_dict(),
             **({} if self.reshapes is None else {"reshapes": self.reshapes}),

@@ -123,6 +123,9 @@ def render_file(report: FileReport) -> str:
         head += f", external data: {', '.join(model.external_files)}"
     parts = [head, "", "Inputs", _io_table(sig.inputs), "", "Outputs", _io_table(sig.outputs), ""]
     parts.extend(_kv_lines(sig.kv, sig.merged_if_node, sig.contrib_attention_ops))
+    if report.context is not None:
+        regime = report.context.regime
+        parts.append(f"Numerics: {regime.kind}; {regime.describe()}")
     if sig.kind == "decoder":
         parts.append("")
         parts.extend(contract_lines(report))
