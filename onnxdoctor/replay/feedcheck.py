@@ -22,6 +22,7 @@ from onnxdoctor.errors import UnusableInputError, UsageError
 from onnxdoctor.findings import Finding, Location, Rule, Severity, earliest_error, register, sort_findings
 from onnxdoctor.model import roles
 from onnxdoctor.model.signature import CachePair, Signature
+from onnxdoctor.numerics.envelope import STRICT, Envelope, envelope_for, same_values
 from onnxdoctor.replay import oracles
 from onnxdoctor.replay.protocol import Mismatch, declaration_mismatches, positions_from_mask
 from onnxdoctor.replay.runtime import Runtime
@@ -580,8 +581,7 @@ class FeedChecker:
             kept = cross_at_step0.get((pair.layer, pair.part))
             placeholder = value.size == 0 or value.shape[pair.axes.batch] == 0
             if not placeholder and kept is not None and value.shape == kept.shape:
-                tolerance = oracles.tolerance(value.dtype)
-                if not np.allclose(value, kept.astype(value.dtype), rtol=tolerance, atol=tolerance):
+                if not same_values(value, kept.astype(value.dtype), self._envelope(sig)):
                     return [
                         STALE_PAST.finding(
                             f"step {step}: {pair.past.name} is not {pair.present.name if pair.present else 'the cross-attention present'} "
@@ -603,6 +603,11 @@ class FeedChecker:
                 ]
         return []
 
+    def _envelope(self, sig: Signature) -> Envelope:
+        """The tolerance envelope of the regime this file computes in (numerics)."""
+        context = next(r.context for r in self.report.files if r.signature.file == sig.file)
+        return envelope_for(context.regime) if context is not None else STRICT
+
     def _check_stale(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, previous: dict[str, np.ndarray], previous_sig: Signature) -> list[Finding]:
         if sig.kv is None or previous_sig.kv is None:
             return []
@@ -615,9 +620,8 @@ class FeedChecker:
             if present_name is None or present_name not in previous:
                 continue
             fed, returned = feeds[pair.past.name], previous[present_name]
-            # the client's runtime may optimize differently: equal within the dtype's tolerance
-            tolerance = oracles.tolerance(fed.dtype)
-            if fed.shape != returned.shape or not np.allclose(fed, returned.astype(fed.dtype), rtol=tolerance, atol=tolerance):
+            # the client's runtime may optimize (and, quantized, round) differently: equal within the file's envelope
+            if not same_values(fed, returned.astype(fed.dtype), self._envelope(previous_sig)):
                 stale.append((pair.past.name, present_name, list(fed.shape), list(returned.shape)))
         if not stale:
             return []

@@ -1,7 +1,7 @@
 """Replay oracles (ODX4xx): what must hold at every step of a correct decode.
 
-Declared here, next to the comparisons that check them. This module imports numpy only; the
-harness runs the models.
+Declared here; the comparisons and their tolerance envelopes live in `onnxdoctor.numerics`. This
+module imports numpy only; the harness runs the models.
 """
 
 from __future__ import annotations
@@ -100,29 +100,45 @@ PADDING_DIVERGENCE = register(
     )
 )
 
+LOGITS_INSENSITIVE = register(
+    Rule(
+        "ODX407",
+        "logits-insensitive",
+        Severity.WARNING,
+        "the logits barely change across positions and tokens",
+        what="Over every step and row of the replay, the logits at different positions (different tokens, "
+        "different contexts) are nearly the same vector.",
+        why="A model whose output no longer depends on its input decodes the same token forever, and it does so "
+        "consistently: cached and uncached runs agree, so no other replay check can see it. A static quantization "
+        "with a poor calibration (every activation collapsed to one value) or a graph edit that cut the residual "
+        "stream does this.",
+        example="Position sensitivity 0.0004 (healthy tiny decoders read 0.5 or more): every position predicts the "
+        "same distribution.",
+        fix="Compare with the unquantized export (`onnxdoctor compare`) or the source model; re-quantize with a "
+        "representative calibration set or exclude the layers that collapse.",
+        fix_safety="Re-quantizing changes the model; verify against the source.",
+    )
+)
+
+PRECISION_NOISE = register(
+    Rule(
+        "ODX408",
+        "precision-noise",
+        Severity.INFO,
+        "cached/uncached or padded/alone runs differ, within the envelope of the model's precision",
+        what="Two computations of the same tokens differ by more than float32 rounding but less than the "
+        "measured envelope of the regime the graph computes in (fp16, int8 dynamic, static QDQ, ...).",
+        why="Reduced precision is a deliberate choice: dynamic int8 computes each activation scale from the tensor "
+        "it sees, so a 1-token step and a recompute of the whole sequence, or a padded and an unpadded batch, "
+        "round differently. That is noise, not a broken cache; the numbers are shown so you can judge them.",
+        example="int8-dynamic: cached vs uncached up to 0.0035 (0.04 x the logits' spread, envelope 0.1), top-1 "
+        "agreement 100%.",
+        fix="Nothing to fix; to measure what quantization costs against the source, use `onnxdoctor compare`.",
+        fix_safety="Not applicable.",
+    )
+)
+
 FP16_LIMIT = 60000.0
-
-
-def tolerance(dtype: np.dtype) -> float:  # type: ignore[type-arg]
-    """Relative tolerance for comparing logits of two computations in this dtype."""
-    return 1e-2 if dtype in (np.float16,) or str(dtype) == "bfloat16" else 1e-4
-
-
-def max_difference(observed: np.ndarray, expected: np.ndarray, *, reduced_precision: bool = False) -> tuple[float, float]:
-    """(max abs difference, allowed difference) with the allowance scaled by the values' magnitude.
-
-    `reduced_precision`: the graph computes in fp16/bf16 inside even if its I/O is float32, so two
-    computations may differ as much as fp16 ones.
-    """
-    finite = np.isfinite(observed) & np.isfinite(expected)  # non-finite values are ODX404's
-    if not finite.any():
-        return 0.0, 0.0
-    observed64 = observed.astype(np.float64)[finite]
-    expected64 = expected.astype(np.float64)[finite]
-    diff = float(np.max(np.abs(observed64 - expected64)))
-    scale = max(1.0, float(np.max(np.abs(expected64))))
-    allowed = tolerance(np.dtype(np.float16)) if reduced_precision else tolerance(observed.dtype)
-    return diff, allowed * scale
 
 
 def non_finite_count(values: np.ndarray) -> int:
