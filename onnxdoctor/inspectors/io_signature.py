@@ -158,7 +158,8 @@ def _unpaired(ctx: Context, pair: CachePair) -> Iterator[Finding]:
         if pair.attention == "cross" and not kv.merged:
             return  # decoder_with_past files take the encoder cache from step 0 and return none
         yield UNPAIRED.finding(
-            f"input {pair.past.name} ({pair.past.role_text}) has no present output to feed it at the next step",
+            f"input {pair.past.name} ({pair.past.role_text}) has no present output to feed it at the next step: "
+            f"layer {pair.layer}'s {pair.attention}-attention {pair.part} cache is lost after each step",
             ctx.at("input", pair.past.name),
             evidence={"past": pair.past.name, "expected_present": pair.past.role_text.replace("past", "present", 1)},
             remedy={"graph_edit": "expose_present", "layer": pair.layer, "attention": pair.attention, "part": pair.part},
