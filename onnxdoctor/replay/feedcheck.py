@@ -157,6 +157,23 @@ CACHE_DROPPED = register(
     )
 )
 
+WITH_PAST_AT_STEP0 = register(
+    Rule(
+        "ODF514", "with-past-file-at-step-0", Severity.ERROR,
+        "step 0 of a split seq2seq export runs the with-past decoder on made-up (zero) pasts",
+        what="At the first step the client runs decoder_with_past_model.onnx, whose cross-attention pasts can only "
+        "come from the step-0 file's presents, and feeds zero-filled pasts instead: no present exists yet.",
+        why="Cross attention reads zero keys and values instead of the encoder's, and the zero decoder past is "
+        "attended as a real token: every logit is wrong from step 0 on, and nothing fails.",
+        example="Marian: decoder_with_past_model.onnx at step 0 with past_key_values.*.decoder.* zeros of length 1 "
+        "and past_key_values.*.encoder.* zeros of the encoder length.",
+        fix="Run decoder_model.onnx (the file that takes encoder_hidden_states and returns the cross-attention "
+        "presents) at step 0; keep its encoder presents for every later step and feed its decoder presents to "
+        "decoder_with_past_model.onnx from step 1 on.",
+        fix_safety="Client-side change only.",
+    )
+)
+
 
 @dataclass
 class _History:
@@ -225,6 +242,17 @@ def _recorded_outputs(feeds_path: Path) -> dict[str, np.ndarray] | None:
     """`stepK_outputs.npz` next to `stepK.npz`, if the client saved what it got."""
     candidate = feeds_path.with_name(feeds_path.stem + "_outputs.npz")
     return load_feeds(candidate) if candidate.is_file() else None
+
+
+def _sibling_signature(path: Path) -> Signature | None:
+    """The signature of a decoder file next to the checked one (no weights read), or None if it is unusable."""
+    from onnxdoctor.model.load import load
+    from onnxdoctor.model.signature import build_signature
+
+    try:
+        return build_signature(load(path).files[0])
+    except Exception:  # noqa: BLE001 - a hint only; the checked file's own findings stand without it
+        return None
 
 
 def _pick_file(decoders: list[Signature], feeds: dict[str, np.ndarray], step: int) -> Signature:
@@ -340,6 +368,10 @@ class FeedChecker:
             ]
         if kv is None:
             return findings
+        if step == 0 and history.outputs is None:
+            findings += self._check_with_past_at_step0(sig, feeds)
+            if findings:
+                return findings
         switch = sig.input(roles.USE_CACHE_BRANCH)
         use_cache = bool(feeds[switch.name].reshape(-1)[0]) if switch is not None else True
         self_pairs = [p for p in kv.self_pairs() if p.past is not None and p.axes is not None]
@@ -381,6 +413,87 @@ class FeedChecker:
                     )
                 )
         return findings
+
+    def _other_file_hint(self, sig: Signature, feeds: dict[str, np.ndarray], step: int) -> tuple[str, str | None]:
+        """Step-0 feeds of a split seq2seq export checked against the with-past file alone: name their file."""
+        kv = sig.kv
+        if step != 0 or kv is None or kv.mode != "with_past" or not kv.cross_pairs():
+            return "", None
+        step0_name, step0_sig = self._step0_file(sig)
+        if step0_sig is None or not set(feeds) <= {t.name for t in step0_sig.inputs}:
+            return "", None
+        return (
+            f": these are the step-0 feeds of {step0_name}",
+            "Give check-feeds the export folder (or every decoder file) so each step is checked against the file it ran.",
+        )
+
+    def _step0_file(self, sig: Signature) -> tuple[str, Signature | None]:
+        """The split export's step-0 decoder: in the checked bundle, else optimum's decoder_model.onnx beside `sig`."""
+        for other in self.decoders:
+            if other.kv is not None and other.kv.mode == "no_past" and other.input(roles.ENCODER_HIDDEN_STATES) is not None:
+                return other.file, other
+        sibling = Path(self.paths[sig.file]).with_name("decoder_model.onnx")
+        if sibling.is_file() and sibling != Path(self.paths[sig.file]):
+            return f"{sibling.name} (next to {Path(sig.file).name}, not given to check-feeds)", _sibling_signature(sibling)
+        return "the export's decoder without past inputs (optimum: decoder_model.onnx)", None
+
+    def _check_with_past_at_step0(self, sig: Signature, feeds: dict[str, np.ndarray]) -> list[Finding]:
+        """A split seq2seq with-past file at the first step: its cross pasts can only be the step-0 file's presents.
+
+        Encoder keys and values are never all zero, so all-zero cross pasts at the first recorded step are made
+        up, not carried: the dumps alone show it, with or without the step-0 file on the command line.
+        """
+        kv = sig.kv
+        assert kv is not None
+        if kv.mode != "with_past" or sig.input(roles.ENCODER_HIDDEN_STATES) is not None:
+            return []
+        cross = [p for p in kv.cross_pairs() if p.past is not None and p.past.name in feeds]
+        if not cross or any(np.any(feeds[p.past.name]) for p in cross):  # type: ignore[union-attr]
+            return []
+        own = [p for p in kv.self_pairs() if p.past is not None and p.past.name in feeds]
+        step0_name, step0_sig = self._step0_file(sig)
+        first = min(cross, key=lambda p: (p.layer, p.part != "key"))
+        assert first.past is not None
+        kept = self._step0_present(first, step0_sig)
+        self_text = ""
+        if own:
+            lengths = sorted({int(feeds[p.past.name].shape[p.axes.cache]) for p in own if p.past is not None and p.axes is not None})  # type: ignore[union-attr]
+            zero = all(not np.any(feeds[p.past.name]) for p in own)  # type: ignore[union-attr]
+            self_text = (
+                f"; the {len(own)} decoder self-attention pasts have cache length {', '.join(map(str, lengths))}"
+                f"{' (zeros)' if zero else ''}"
+            )
+        file_name = Path(sig.file).name
+        return [
+            WITH_PAST_AT_STEP0.finding(
+                f"step 0: {file_name} ran at the first step, with no previous present to feed it: its pasts are "
+                f"zeros, not any present ({first.past.name}, layer {first.layer}'s cross-attention {first.part}, "
+                f"{list(feeds[first.past.name].shape)} all zero, like the other {len(cross) - 1} cross-attention "
+                f"pasts{self_text}). Cross attention reads zeros instead of the encoder's keys and values, so every "
+                f"logit is wrong; step 0 runs {step0_name}, which takes encoder_hidden_states and returns the "
+                "cross-attention presents",
+                self._at(sig, first.past.name, 0),
+                evidence={
+                    "file": sig.file,
+                    "step0_file": step0_name,
+                    "zero_cross_pasts": [p.past.name for p in cross if p.past is not None],
+                    "self_pasts": {p.past.name: list(feeds[p.past.name].shape) for p in own if p.past is not None},
+                    "expected": kept,
+                },
+                fix=f"Run {step0_name.split(' ')[0]} at step 0 on input_ids, encoder_hidden_states and "
+                f"encoder_attention_mask; feed {first.past.name} (layer {first.layer}) with its {kept} at every "
+                f"later step, and its decoder presents as the pasts of step 1, the first step of {file_name}.",
+            )
+        ]
+
+    @staticmethod
+    def _step0_present(pair: CachePair, step0_sig: Signature | None) -> str:
+        """The step-0 file's present that this cross past must carry."""
+        if step0_sig is not None and step0_sig.kv is not None:
+            for other in step0_sig.kv.pairs:
+                if other.present is not None and (other.layer, other.attention, other.part) == (pair.layer, pair.attention, pair.part):
+                    return other.present.name
+        return f"layer {pair.layer} cross-attention {pair.part} present"
 
     def _check_tokens(self, sig: Signature, feeds: dict[str, np.ndarray], step: int) -> list[Finding]:
         ids = sig.input(roles.INPUT_IDS)
@@ -447,6 +560,7 @@ class FeedChecker:
         missing = [name for name in declared if name not in feeds]
         unknown = [name for name in feeds if name not in declared]
         if missing or unknown:
+            hint, fix = self._other_file_hint(sig, feeds, step) if unknown else ("", None)
             findings.append(
                 MISSING_INPUT.finding(
                     f"step {step}: " + "; ".join(
@@ -454,9 +568,10 @@ class FeedChecker:
                             f"missing {', '.join(missing)}" if missing else "",
                             f"not an input of {sig.file}: {', '.join(unknown)}" if unknown else "",
                         ) if part
-                    ),
+                    ) + hint,
                     self._at(sig, (missing or unknown)[0], step),
                     evidence={"missing": missing, "unknown": unknown, "declared": sorted(declared)},
+                    fix=fix,
                 )
             )
         batches: dict[str, int] = {}
