@@ -22,8 +22,10 @@ NOT_CONCATENATED = register(
         "present-not-concatenated",
         Severity.ERROR,
         "a present output not produced by Concat(past, new) on the cache axis (e.g. wired to the new step's K/V only)",
-        what="Nothing of the past input's values flows into its present output: the present holds only what "
-        "this step computed.",
+        what="The present is not Concat(its own past, new): nothing of the past input's values flows into it (it "
+        "holds only what this step computed), or it extends another cache tensor (another layer's past, or the value "
+        "past for a key present): the outputs are swapped. A past that reaches a later layer's new K/V through the "
+        "hidden states is normal and does not count.",
         why="The next step receives a cache of length `new` instead of `past + new`: attention forgets every "
         "earlier token. Nothing fails at step 1; from step 2 on, outputs are silently wrong or a later Reshape "
         "or mask fails.",

@@ -244,6 +244,12 @@ def _recorded_outputs(feeds_path: Path) -> dict[str, np.ndarray] | None:
     return load_feeds(candidate) if candidate.is_file() else None
 
 
+def _cache_text(pair: CachePair) -> str:
+    """"layer 0's cross-attention key": how a feed finding names the cache tensor it is about."""
+    part = "key+value" if pair.part == "stacked" else pair.part
+    return f"layer {pair.layer}'s {pair.attention}-attention {part}"
+
+
 def _sibling_signature(path: Path) -> Signature | None:
     """The signature of a decoder file next to the checked one (no weights read), or None if it is unusable."""
     from onnxdoctor.model.load import load
@@ -253,6 +259,15 @@ def _sibling_signature(path: Path) -> Signature | None:
         return build_signature(load(path).files[0])
     except Exception:  # noqa: BLE001 - a hint only; the checked file's own findings stand without it
         return None
+
+
+def _same_as(value: np.ndarray, candidates: dict[Any, np.ndarray]) -> Any:
+    """Which other cache tensor `value` equals, if any: tells a swap from a stale or made-up past."""
+    tolerance = oracles.tolerance(value.dtype)
+    for key, other in candidates.items():
+        if other.shape == value.shape and np.allclose(value, other.astype(value.dtype), rtol=tolerance, atol=tolerance):
+            return key
+    return None
 
 
 def _pick_file(decoders: list[Signature], feeds: dict[str, np.ndarray], step: int) -> Signature:
@@ -599,25 +614,34 @@ class FeedChecker:
     def _declaration_finding(
         self, sig: Signature, name: str, value: np.ndarray, found: Mismatch, pair: CachePair | None, step: int
     ) -> Finding:
+        label = f" ({_cache_text(pair)})" if pair is not None else ""
         if found.kind == "dtype":
             return WRONG_DTYPE.finding(
-                f"step {step}: {name} fed as {found.observed}, the model declares {found.expected}",
+                f"step {step}: {name}{label} fed as {found.observed}, the model declares {found.expected}",
                 self._at(sig, name, step),
                 evidence={"observed": found.observed, "expected": found.expected},
+                fix=f"Feed {name} as {found.expected}"
+                + (" (build the empty past of step 0 in that dtype, and feed the presents back without casting)." if pair else "."),
             )
         if found.kind == "rank":
             return WRONG_SHAPE.finding(
-                f"step {step}: {name} has rank {value.ndim} {found.observed}, the model declares rank {len(found.expected)}",
+                f"step {step}: {name}{label} has rank {value.ndim} {found.observed}, the model declares rank {len(found.expected)}",
                 self._at(sig, name, step),
                 evidence={"observed": found.observed, "expected": found.expected},
+                fix=f"Feed {name} with rank {len(found.expected)} as the contract shows (`onnxdoctor contract PATH`).",
             )
         hint = ""
-        if pair is not None and pair.axes is not None and found.axis == pair.axes.heads and found.expected and found.observed % found.expected == 0:
+        heads = pair is not None and pair.axes is not None and found.axis == pair.axes.heads
+        if heads and found.expected and found.observed % found.expected == 0:
             hint = " (the query head count? cache tensors carry the KV heads)"
+        fix = f"Feed {name} with {found.expected} on axis {found.axis}, as the model declares"
+        if heads:
+            fix += f": {_cache_text(pair)} cache has {found.expected} KV heads (num_key_value_heads), not the query head count"  # type: ignore[arg-type]
         return WRONG_SHAPE.finding(
-            f"step {step}: {name} axis {found.axis} is {found.observed}, the model declares {found.expected}{hint}",
+            f"step {step}: {name}{label} axis {found.axis} is {found.observed}, the model declares {found.expected}{hint}",
             self._at(sig, name, step, found.axis),
             evidence={"observed": found.observed, "expected": found.expected, "shape": list(value.shape)},
+            fix=fix + ".",
         )
 
     def _check_shared_dims(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, batches: dict[str, int]) -> list[Finding]:
@@ -694,29 +718,43 @@ class FeedChecker:
             value = feeds[pair.past.name]
             kept = cross_at_step0.get((pair.layer, pair.part))
             placeholder = value.size == 0 or value.shape[pair.axes.batch] == 0
+            source = self._cross_source(pair)
             if not placeholder and kept is not None and value.shape == kept.shape:
                 tolerance = oracles.tolerance(value.dtype)
                 if not np.allclose(value, kept.astype(value.dtype), rtol=tolerance, atol=tolerance):
+                    holds = _same_as(value, {k: v for k, v in cross_at_step0.items() if k != (pair.layer, pair.part)})
+                    what = (
+                        f"it holds layer {holds[0]}'s cross-attention {holds[1]} of step 0 instead (fed to the wrong past)"
+                        if holds else "same shape, values of no cross-attention present of step 0"
+                    )
                     return [
                         STALE_PAST.finding(
-                            f"step {step}: {pair.past.name} is not {pair.present.name if pair.present else 'the cross-attention present'} "
-                            "returned at step 0 (same shape, other values: key and value swapped, or another layer's)",
+                            f"step {step}: {pair.past.name} ({_cache_text(pair)}) is not {source} returned at step 0: {what}",
                             self._at(sig, pair.past.name, step),
-                            evidence={"fed_shape": list(value.shape), "expected": "step 0's cross-attention present"},
+                            evidence={"fed_shape": list(value.shape), "expected": f"{source} of step 0", "holds": list(holds) if holds else None},
+                            fix=f"Feed {source} returned at step 0 as {pair.past.name} at every later step "
+                            f"(layer {pair.layer}'s {pair.part}, matched by layer and part, not by position in a list).",
                         )
                     ]
                 continue
             if placeholder or (kept is not None and value.shape != kept.shape):
                 return [
                     PLACEHOLDER_FED_BACK.finding(
-                        f"step {step}: {pair.past.name} is {list(value.shape)}"
+                        f"step {step}: {pair.past.name} ({_cache_text(pair)}) is {list(value.shape)}"
                         + (f", not the {list(kept.shape)} encoder cache returned at step 0" if kept is not None else ", a placeholder")
                         + ": the cache branch's cross-attention presents were fed back",
                         self._at(sig, pair.past.name, step),
                         evidence={"observed": list(value.shape), "expected": list(kept.shape) if kept is not None else None},
+                        fix=f"Keep {source} returned at step 0 and feed it as {pair.past.name} at every later step; "
+                        "ignore the cross-attention presents of later steps.",
                     )
                 ]
         return []
+
+    @staticmethod
+    def _cross_source(pair: CachePair) -> str:
+        """The present a cross past carries: its own present (merged, step 0) or the layer's, by role."""
+        return pair.present.name if pair.present is not None else f"layer {pair.layer}'s cross-attention {pair.part} present"
 
     def _check_stale(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, previous: dict[str, np.ndarray], previous_sig: Signature) -> list[Finding]:
         if sig.kv is None or previous_sig.kv is None:
@@ -737,29 +775,44 @@ class FeedChecker:
         if not stale:
             return []
         past_name, present_name, fed_shape, returned_shape = stale[0]
+        pair = self._pair_of(sig, past_name)
+        assert pair is not None
+        holds = _same_as(feeds[past_name], {n: previous[n] for n in presents.values() if n != present_name and n in previous})
+        what = f": it is {holds} (presents fed to the wrong pasts)" if holds else ""
         return [
             STALE_PAST.finding(
-                f"step {step}: {past_name} {fed_shape} is not {present_name} {returned_shape} returned at step {step - 1}"
+                f"step {step}: {past_name} ({_cache_text(pair)}) {fed_shape} is not {present_name} {returned_shape} "
+                f"returned at step {step - 1}{what}"
                 + (f" (+{len(stale) - 1} more past inputs)" if len(stale) > 1 else ""),
                 self._at(sig, past_name, step),
-                evidence={"stale": [s[0] for s in stale], "fed_shape": fed_shape, "returned_shape": returned_shape},
+                evidence={"stale": [s[0] for s in stale], "fed_shape": fed_shape, "returned_shape": returned_shape, "holds": holds},
+                fix=f"At step {step} feed {present_name} returned at step {step - 1} as {past_name} (layer {pair.layer}'s "
+                f"{pair.part}), and each other layer's present of step {step - 1} to its own past, by layer and part.",
             )
         ]
 
     def _check_dummy(self, sig: Signature, feeds: dict[str, np.ndarray], pairs: list[CachePair], past_len: int, new: int, mask: np.ndarray, step: int) -> list[Finding]:
-        first = pairs[0].past
-        assert first is not None
         dummy_masked = mask.shape[1] == past_len + new and not mask[:, :past_len].any()
         if dummy_masked:
             return []
+        filled = [p for p in pairs if p.past is not None and p.axes is not None and feeds[p.past.name].shape[p.axes.cache] > 0]
+        first_pair = filled[0] if filled else pairs[0]
+        first = first_pair.past
+        assert first is not None
+        layers = sorted({p.layer for p in filled})
         zeros = all(not np.any(feeds[p.past.name]) for p in pairs if p.past is not None)
         covered = "the attention mask does not cover it" if mask.shape[1] != past_len + new else "the attention mask attends to it"
+        where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {', '.join(map(str, layers))}"
         return [
             DUMMY_PAST.finding(
-                f"step 0: {first.name} has cache length {past_len} ({'zeros' if zeros else 'values'}) instead of an empty "
-                f"cache, and {covered} (mask length {mask.shape[1]})",
-                self._at(sig, first.name, step, pairs[0].axes.cache if pairs[0].axes else None),
-                evidence={"past_len": past_len, "mask_length": int(mask.shape[1]), "zero_filled": zeros},
+                f"step 0: {first.name} ({_cache_text(first_pair)}) has cache length {past_len} ({'zeros' if zeros else 'values'}) "
+                f"instead of an empty cache ({len(filled)} pasts of {where} are filled), and {covered} "
+                f"(mask length {mask.shape[1]})",
+                self._at(sig, first.name, step, first_pair.axes.cache if first_pair.axes else None),
+                evidence={"past_len": past_len, "mask_length": int(mask.shape[1]), "zero_filled": zeros, "filled": [p.past.name for p in filled if p.past]},
+                fix=f"Feed {first.name} and every other past of {where} with cache length 0 at step 0 (ORT accepts "
+                f"0-sized tensors); if a binding cannot, set the first {past_len} entries of the attention mask "
+                f"(length {past_len + new}) to 0 so the dummy positions are hidden.",
             )
         ]
 

@@ -57,6 +57,16 @@ def test_client_mistake_is_named_at_its_step(model: Path, mistake: str | None, t
         assert report.exit_code == 1 and f"step {observed[0][1]}" in report.verdict()
         for finding in report.findings:
             assert finding.location.kind == "feed" and finding.evidence
+            layer = _layer_of(finding.location.name)
+            if layer is not None:  # a cache input: the explanation and the fix are about that layer and input
+                assert f"layer {layer}'s" in finding.message, finding.message
+                assert finding.location.name in finding.fix, finding.fix
+
+
+def _layer_of(name: str | None) -> int | None:
+    """The layer number of a past_key_values.N.* input, read from its name here (independently of roles.py)."""
+    parts = (name or "").split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "past_key_values" and parts[1].isdigit() else None
 
 
 def test_cli_reports_first_deviation_in_json(tmp_path: Path) -> None:
@@ -94,14 +104,16 @@ def test_contract_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("given", ["folder", "with-past file only"])
-def test_split_export_with_past_file_at_step0(given: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("split", [SPLIT, FIXTURES / "optimum-t5" / "decoder_with_past_model.onnx"], ids=["marian", "t5"])
+def test_split_export_with_past_file_at_step0(split: Path, given: str, tmp_path: Path) -> None:
     """A client running decoder_with_past_model.onnx at step 0 on zeros: no error, wrong logits, and now a finding.
 
     With only the with-past file on the command line, the all-zero pasts of the first dump are the evidence.
+    (The T5 folder also holds a merged decoder: the step-0 file is still decoder_model.onnx.)
     """
-    run = run_client(SPLIT, tmp_path, "with_past_at_step0")
+    run = run_client(split, tmp_path, "with_past_at_step0")
     assert run.error is None  # ORT runs it: nothing but check-feeds can tell
-    report = FeedChecker(inspect_path(SPLIT.parent if given == "folder" else SPLIT)).run(run.files)
+    report = FeedChecker(inspect_path(split.parent if given == "folder" else split)).run(run.files)
     (finding,) = report.findings
     assert (finding.code, finding.location.step, finding.location.name) == ("ODF514", 0, "past_key_values.0.encoder.key")
     assert report.steps[0].file.endswith("decoder_with_past_model.onnx") and report.exit_code == 1
@@ -135,3 +147,15 @@ def test_split_export_zero_pasts_after_a_real_step0_are_stale_not_step0(tmp_path
     np.savez(run.files[1], **feeds)
     observed = [(f.code, f.location.step, f.location.name) for f in FeedChecker(inspect_path(SPLIT.parent)).run(run.files).findings]
     assert observed == [("ODF509", 1, "past_key_values.0.encoder.key")]
+
+
+def test_cli_split_export_with_past_file_at_step0(tmp_path: Path) -> None:
+    run = run_client(SPLIT, tmp_path, "with_past_at_step0")
+    result = run_cli("check-feeds", SPLIT, *run.files, "--format", "json")
+    assert result.returncode == 1, result.stderr
+    data = result.json()
+    assert [s["verdict"] for s in data["steps"]] == ["deviates"]
+    (finding,) = data["findings"]
+    assert (finding["code"], finding["location"]["step"], finding["location"]["name"]) == ("ODF514", 0, "past_key_values.0.encoder.key")
+    explained = run_cli("explain", "ODF514")
+    assert explained.returncode == 0 and "decoder_model.onnx" in explained.stdout
