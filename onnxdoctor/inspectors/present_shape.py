@@ -88,9 +88,13 @@ def _where(source: PresentSource) -> str:
     return f" (inside {source.branch})" if source.branch else ""
 
 
+def _part(pair: CachePair) -> str:
+    return "key+value" if pair.part in ("kv", "stacked") else pair.part
+
+
 def _cache_of(pair: CachePair) -> str:
     """"layer 1's key cache": how a message names one cache tensor."""
-    part = "key+value" if pair.part == "stacked" else pair.part
+    part = _part(pair)
     kind = "cross-attention " if pair.attention == "cross" else ""
     return f"layer {pair.layer}'s {kind}{part} cache"
 
@@ -109,10 +113,10 @@ def _swap_kind(pair: CachePair, other: CachePair | None) -> str:
     if other is None:
         return "outputs"
     if other.layer == pair.layer:
-        return f"{pair.part} and {other.part} of layer {pair.layer}"
+        return f"{_part(pair)} and {_part(other)} of layer {pair.layer}"
     if other.part == pair.part:
-        return f"the {pair.part} caches of layers {pair.layer} and {other.layer}"
-    return f"layer {pair.layer}'s {pair.part} and layer {other.layer}'s {other.part}"
+        return f"the {_part(pair)} caches of layers {pair.layer} and {other.layer}"
+    return f"layer {pair.layer}'s {_part(pair)} and layer {other.layer}'s {_part(other)}"
 
 
 def _existing_concat(ctx: Context, source: PresentSource) -> tuple[str, int] | None:
@@ -138,7 +142,7 @@ def _check_swapped(ctx: Context, source: PresentSource, sources: dict[str, Prese
     other = _pair_of_past(ctx, source.other_pasts[0]) if len(source.other_pasts) == 1 else None
     holder = next((s.pair.present.name for s in sources.values() if s.kind == "swapped" and past in s.other_pasts and s.pair.present), None)
     what = f"{_cache_of(other)} ({others})" if other is not None else others
-    built = f"Concat({', '.join(source.inputs)}) at node {source.node_label}" if source.node is not None and source.node.op_type == "Concat" else f"{source.node_label}"
+    built = f"Concat({', '.join(source.inputs)}) at node {source.node_label}" if source.node is not None and source.node.op_type == "Concat" else f"returned by {source.node_label}"
     holder_text = f"; the output built from {past} is named {holder}" if holder else ""
     yield NOT_CONCATENATED.finding(
         f"{present} ({_cache_of(pair)}) is {built}{_where(source)}: it extends {what}, not its own past "
@@ -151,7 +155,7 @@ def _check_swapped(ctx: Context, source: PresentSource, sources: dict[str, Prese
             f"Swap the names {present} and {holder}" if holder else f"Rename {present} after the cache it holds"
         )
         + " (the output_names order in torch.onnx.export, or the order the model returns its cache in): "
-        f"{present} must be the Concat of {past} and layer {pair.layer}'s new {pair.part}.",
+        f"{present} must be the Concat of {past} and layer {pair.layer}'s new {_part(pair)}.",
     )
 
 
@@ -170,7 +174,7 @@ def _check_self(ctx: Context, source: PresentSource, sources: dict[str, PresentS
         if existing is not None:
             fix = (
                 f"Rewire {present} to the output of {existing[0]}, the Concat of {past} and layer {layer}'s new "
-                f"{pair.part} on axis {existing[1]} that layer {layer}'s attention already reads; in the model code, "
+                f"{_part(pair)} on axis {existing[1]} that layer {layer}'s attention already reads; in the model code, "
                 f"return the tensor after torch.cat((past_{pair.part}, {pair.part}), {_torch_dim(pair, pair.axes.cache)}) "
                 f"from layer {layer}'s attention."
             )
@@ -182,7 +186,7 @@ def _check_self(ctx: Context, source: PresentSource, sources: dict[str, PresentS
             )
         yield NOT_CONCATENATED.finding(
             f"{present} ({_cache_of(pair)}) does not contain {past}: it is made by {made_by}{_where(source)}, "
-            f"layer {layer}'s {pair.part} of this step alone instead of {expected}, so the next step loses "
+            f"layer {layer}'s {_part(pair)} of this step alone instead of {expected}, so the next step loses "
             f"layer {layer}'s cache",
             ctx.at("output", present),
             evidence={"present": present, "past": past, "layer": layer, "producer": made_by, "expected": expected, "existing_concat": existing[0] if existing else None},
@@ -208,12 +212,12 @@ def _check_self(ctx: Context, source: PresentSource, sources: dict[str, PresentS
     if source.concat_axis is not None and source.expected_axis is not None and source.concat_axis != source.expected_axis:
         yield CONCAT_AXIS.finding(
             f"{present} ({_cache_of(pair)}) is built by {source.node_label}{_where(source)} joining {past} and the new "
-            f"{pair.part} on axis {source.concat_axis}, but the cache-length axis is {source.expected_axis}: "
+            f"{_part(pair)} on axis {source.concat_axis}, but the cache-length axis is {source.expected_axis}: "
             f"layer {layer}'s cache grows on the wrong axis",
             ctx.at("node", node_name, axis=source.concat_axis),
             evidence={"present": present, "layer": layer, "observed_axis": source.concat_axis, "expected_axis": source.expected_axis, "graph": source.scope.path if source.scope else None},
             remedy={"code_change": "concat_on_cache_axis", "node": node_name, "axis": source.expected_axis},
-            fix=f"Concatenate {past} and layer {layer}'s new {pair.part} on axis {source.expected_axis} "
+            fix=f"Concatenate {past} and layer {layer}'s new {_part(pair)} on axis {source.expected_axis} "
             f"(torch.cat((past_{pair.part}, {pair.part}), {_torch_dim(pair, source.expected_axis)}) in layer {layer}'s "
             "attention) and re-export.",
         )
@@ -234,10 +238,11 @@ def check_present_shapes(ctx: Context) -> Iterator[Finding]:
     if placeholders:
         names = [s.pair.present.name for s in placeholders if s.pair.present]
         shape = _placeholder_shape(placeholders[0])
+        layers = sorted({s.pair.layer for s in placeholders})
         yield CROSS_PLACEHOLDER.finding(
             f"the cache branch returns constant placeholders{f' of shape {shape}' if shape else ''} for "
-            f"{len(names)} cross-attention presents ({names[0]}, ...): keep the ones returned at step 0 and feed "
-            "those at every later step",
+            f"{len(names)} cross-attention presents of layers {', '.join(map(str, layers))} ({names[0]}, ...): keep "
+            "the ones returned at step 0 and feed those at every later step",
             ctx.at("output", names[0]),
             evidence={"presents": names, "placeholder_shape": shape, "branch": placeholders[0].branch},
         )

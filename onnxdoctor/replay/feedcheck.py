@@ -246,7 +246,7 @@ def _recorded_outputs(feeds_path: Path) -> dict[str, np.ndarray] | None:
 
 def _cache_text(pair: CachePair) -> str:
     """"layer 0's cross-attention key": how a feed finding names the cache tensor it is about."""
-    part = "key+value" if pair.part == "stacked" else pair.part
+    part = "key+value" if pair.part in ("kv", "stacked") else pair.part
     return f"layer {pair.layer}'s {pair.attention}-attention {part}"
 
 

@@ -213,3 +213,27 @@ def test_real_export_layer_1_present_is_new_is_not_called_swapped(tmp_path: Path
         assert "swapped" not in finding.message and "past_key_values.0" not in finding.message + finding.fix
         assert "layer 1" in finding.message and "/model/layers.1/" in finding.fix
         assert finding.remedy and finding.remedy["graph_edit"] == "rewire_present_to_concat"
+
+
+@pytest.mark.parametrize("fixture", ["contrib-gqa.onnx", "contrib-mha.onnx"])
+def test_attention_op_outputs_swapped(fixture: str, tmp_path: Path) -> None:
+    """An onnxruntime attention op returns the presents itself: its present_key output named as the value is a swap."""
+    model = onnx.load(FIXTURES / "synthetic" / fixture)
+    model = rename_tensors(model, {"present.1.key": "present.1.value", "present.1.value": "present.1.key"})
+    odp = [f for f in _problems(inspect_path(_save(model, tmp_path))) if f.code.startswith("ODP")]
+    assert {(f.code, f.location.name, tuple(f.evidence["built_from"])) for f in odp} == {
+        ("ODP301", "present.1.key", ("past_key_values.1.value",)),
+        ("ODP301", "present.1.value", ("past_key_values.1.key",)),
+    }
+    assert all("returned by layers.1." in f.message and "swapped" in f.message for f in odp)
+
+
+def test_stacked_outputs_swapped_between_layers(tmp_path: Path) -> None:
+    """Legacy stacked key+value presents: the past is unpacked by Gather before the Concat, still an operand."""
+    model = rename_tensors(build_decoder(DecoderSpec(layers=LAYERS, naming="stacked")), {"present_0": "present_2", "present_2": "present_0"})
+    odp = [f for f in _problems(inspect_path(_save(model, tmp_path))) if f.code.startswith("ODP")]
+    assert {(f.location.name, tuple(f.evidence["built_from"]), f.evidence["holds_own_past"]) for f in odp} == {
+        ("present_0", ("past_2",), "present_2"),
+        ("present_2", ("past_0",), "present_0"),
+    }
+    assert all("key+value caches of layers" in f.message for f in odp)
