@@ -23,7 +23,8 @@ def check_feeds_command(
 
     Reports the first step that deviates from the contract: missing input, dtype, shape (query vs
     KV heads), a non-empty dummy past at step 0, mask length, positions, use_cache_branch misuse,
-    cross-attention placeholders fed back, a past that is not the previous present.
+    cross-attention placeholders fed back, a past that is not the previous present, a split seq2seq
+    export's with-past file run at step 0 on zero pasts.
     Exit code 0: the feeds are right; 1: a deviation; 2: unusable input or usage error.
     """
     from tabulate import tabulate

@@ -12,7 +12,9 @@ from onnxdoctor.context import Context
 from onnxdoctor.findings import Finding, Rule, Severity, register
 from onnxdoctor.inspectors import inspector
 from onnxdoctor.model import roles
+from onnxdoctor.model.cache_flow import concats_of_past
 from onnxdoctor.model.dims import format_dims
+from onnxdoctor.model.graph import attribute_int
 from onnxdoctor.model.signature import CachePair
 
 NO_KV_CACHE = register(
@@ -156,10 +158,12 @@ def _unpaired(ctx: Context, pair: CachePair) -> Iterator[Finding]:
         if pair.attention == "cross" and not kv.merged:
             return  # decoder_with_past files take the encoder cache from step 0 and return none
         yield UNPAIRED.finding(
-            f"input {pair.past.name} ({pair.past.role_text}) has no present output to feed it at the next step",
+            f"input {pair.past.name} ({pair.past.role_text}) has no present output to feed it at the next step: "
+            f"layer {pair.layer}'s {pair.attention}-attention {pair.part} cache is lost after each step",
             ctx.at("input", pair.past.name),
             evidence={"past": pair.past.name, "expected_present": pair.past.role_text.replace("past", "present", 1)},
             remedy={"graph_edit": "expose_present", "layer": pair.layer, "attention": pair.attention, "part": pair.part},
+            fix=_expose_fix(ctx, pair),
         )
     elif pair.present is not None and pair.past is None and kv.mode not in ("no_past",) and pair.attention == "self":
         yield UNPAIRED.finding(
@@ -168,6 +172,26 @@ def _unpaired(ctx: Context, pair: CachePair) -> Iterator[Finding]:
             evidence={"present": pair.present.name, "expected_past": pair.present.role_text.replace("present", "past", 1)},
             remedy={"export_setting": "add_past_input", "layer": pair.layer, "part": pair.part},
         )
+
+
+def _expose_fix(ctx: Context, pair: CachePair) -> str:
+    """Where layer `pair.layer`'s lost present still lives, so the fix names that layer's node, not a pattern."""
+    assert pair.past is not None and ctx.signature.kv is not None
+    expected = pair.past.role_text.replace("past", "present", 1)
+    pasts = frozenset(p.past.name for p in ctx.signature.kv.pairs if p.past is not None)
+    concats = concats_of_past(ctx.graph, pair.past.name, pasts)
+    if pair.axes is not None:
+        axis, rank = pair.axes.cache, pair.axes.rank
+        concats = [c for c in concats if attribute_int(c[0], "axis", 0) in (axis, axis - rank)]
+    export = (
+        f"Re-export with layer {pair.layer}'s {pair.part} present ({expected}) among the outputs (torch.onnx: "
+        "output_names and dynamic_axes)"
+    )
+    if len(concats) == 1:
+        node, scope, _ = concats[0]
+        mend = "`onnxdoctor fix` can expose it as that output" if scope.parent is None else "it can be returned as that output"
+        return f"{export}; the Concat of {pair.past.name} still exists as {scope.node_label(node)}, so {mend}."
+    return f"{export}."
 
 
 def _shape_mismatch(ctx: Context, pair: CachePair) -> Iterator[Finding]:

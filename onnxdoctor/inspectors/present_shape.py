@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from onnxdoctor.context import Context
 from onnxdoctor.findings import Finding, Rule, Severity, register
 from onnxdoctor.inspectors import inspector
-from onnxdoctor.model.cache_flow import PresentSource
+from onnxdoctor.model.cache_flow import PresentSource, concats_of_past
+from onnxdoctor.model.graph import attribute_int
+from onnxdoctor.model.signature import CachePair
 
 NOT_CONCATENATED = register(
     Rule(
@@ -20,8 +22,10 @@ NOT_CONCATENATED = register(
         "present-not-concatenated",
         Severity.ERROR,
         "a present output not produced by Concat(past, new) on the cache axis (e.g. wired to the new step's K/V only)",
-        what="Nothing of the past input's values flows into its present output: the present holds only what "
-        "this step computed.",
+        what="The present is not Concat(its own past, new): nothing of the past input's values flows into it (it "
+        "holds only what this step computed), or it extends another cache tensor (another layer's past, or the value "
+        "past for a key present): the outputs are swapped. A past that reaches a later layer's new K/V through the "
+        "hidden states is normal and does not count.",
         why="The next step receives a cache of length `new` instead of `past + new`: attention forgets every "
         "earlier token. Nothing fails at step 1; from step 2 on, outputs are silently wrong or a later Reshape "
         "or mask fails.",
@@ -84,30 +88,110 @@ def _where(source: PresentSource) -> str:
     return f" (inside {source.branch})" if source.branch else ""
 
 
-def _check_self(ctx: Context, source: PresentSource) -> Iterator[Finding]:
+def _part(pair: CachePair) -> str:
+    return "key+value" if pair.part in ("kv", "stacked") else pair.part
+
+
+def _cache_of(pair: CachePair) -> str:
+    """"layer 1's key cache": how a message names one cache tensor."""
+    part = _part(pair)
+    kind = "cross-attention " if pair.attention == "cross" else ""
+    return f"layer {pair.layer}'s {kind}{part} cache"
+
+
+def _torch_dim(pair: CachePair, axis: int) -> str:
+    rank = pair.axes.rank if pair.axes else 4
+    return f"dim={axis - rank}" if axis < rank else f"dim={axis}"
+
+
+def _pair_of_past(ctx: Context, past: str) -> CachePair | None:
+    kv = ctx.signature.kv
+    return next((p for p in kv.pairs if p.past is not None and p.past.name == past), None) if kv else None
+
+
+def _swap_kind(pair: CachePair, other: CachePair | None) -> str:
+    if other is None:
+        return "outputs"
+    if other.layer == pair.layer:
+        return f"{_part(pair)} and {_part(other)} of layer {pair.layer}"
+    if other.part == pair.part:
+        return f"the {_part(pair)} caches of layers {pair.layer} and {other.layer}"
+    return f"layer {pair.layer}'s {_part(pair)} and layer {other.layer}'s {_part(other)}"
+
+
+def _existing_concat(ctx: Context, source: PresentSource) -> tuple[str, int] | None:
+    """The Concat of this pair's own past on the cache axis that still exists in the graph: (node label, axis)."""
+    pair = source.pair
+    kv = ctx.signature.kv
+    if pair.past is None or pair.axes is None or kv is None:
+        return None
+    pasts = frozenset(p.past.name for p in kv.pairs if p.past is not None)
+    for node, scope, _ in concats_of_past(ctx.graph, pair.past.name, pasts):
+        axis = attribute_int(node, "axis", 0)
+        axis = axis + pair.axes.rank if axis < 0 else axis
+        if axis == pair.axes.cache:
+            return scope.node_label(node), axis
+    return None
+
+
+def _check_swapped(ctx: Context, source: PresentSource, sources: dict[str, PresentSource]) -> Iterator[Finding]:
     pair = source.pair
     assert pair.past is not None and pair.present is not None
     past, present = pair.past.name, pair.present.name
-    if source.kind == "detached" and source.other_pasts:
-        others = ", ".join(source.other_pasts)
-        yield NOT_CONCATENATED.finding(
-            f"{present} is built from {others}, not from its own past {past}: the present outputs are probably "
-            "swapped (key/value or layers), so every client feeds the wrong cache back",
-            ctx.at("output", present),
-            evidence={"present": present, "past": past, "built_from": list(source.other_pasts)},
-            remedy={"graph_edit": "fix_output_names", "present": present, "built_from": list(source.other_pasts)},
-            fix="Name each output after the tensor it really holds (output_names order in torch.onnx.export); "
-            "check that present.{i}.key is Concat(past_key_values.{i}.key, new key).",
+    others = ", ".join(source.other_pasts)
+    other = _pair_of_past(ctx, source.other_pasts[0]) if len(source.other_pasts) == 1 else None
+    holder = next((s.pair.present.name for s in sources.values() if s.kind == "swapped" and past in s.other_pasts and s.pair.present), None)
+    what = f"{_cache_of(other)} ({others})" if other is not None else others
+    built = f"Concat({', '.join(source.inputs)}) at node {source.node_label}" if source.node is not None and source.node.op_type == "Concat" else f"returned by {source.node_label}"
+    holder_text = f"; the output built from {past} is named {holder}" if holder else ""
+    yield NOT_CONCATENATED.finding(
+        f"{present} ({_cache_of(pair)}) is {built}{_where(source)}: it extends {what}, not its own past "
+        f"{past}{holder_text}. The present outputs are swapped ({_swap_kind(pair, other)}), so a client feeding "
+        f"{present} back as {past} gives layer {pair.layer} the wrong cache",
+        ctx.at("output", present),
+        evidence={"present": present, "past": past, "layer": pair.layer, "built_from": list(source.other_pasts), "node": source.node_label, "holds_own_past": holder},
+        remedy={"graph_edit": "fix_output_names", "present": present, "built_from": list(source.other_pasts), "swap_with": holder},
+        fix=(
+            f"Swap the names {present} and {holder}" if holder else f"Rename {present} after the cache it holds"
         )
+        + " (the output_names order in torch.onnx.export, or the order the model returns its cache in): "
+        f"{present} must be the Concat of {past} and layer {pair.layer}'s new {_part(pair)}.",
+    )
+
+
+def _check_self(ctx: Context, source: PresentSource, sources: dict[str, PresentSource]) -> Iterator[Finding]:
+    pair = source.pair
+    assert pair.past is not None and pair.present is not None and pair.axes is not None
+    past, present = pair.past.name, pair.present.name
+    layer = pair.layer
+    if source.kind == "swapped":
+        yield from _check_swapped(ctx, source, sources)
         return
     if source.kind == "detached":
         made_by = f"{source.node_label}" if source.node is not None else "a value that does not depend on the past"
+        existing = _existing_concat(ctx, source)
+        expected = f"Concat({past}, new) on axis {pair.axes.cache}"
+        if existing is not None:
+            fix = (
+                f"Rewire {present} to the output of {existing[0]}, the Concat of {past} and layer {layer}'s new "
+                f"{_part(pair)} on axis {existing[1]} that layer {layer}'s attention already reads; in the model code, "
+                f"return the tensor after torch.cat((past_{pair.part}, {pair.part}), {_torch_dim(pair, pair.axes.cache)}) "
+                f"from layer {layer}'s attention."
+            )
+        else:
+            fix = (
+                f"Make layer {layer}'s attention return torch.cat((past_{pair.part}, {pair.part}), "
+                f"{_torch_dim(pair, pair.axes.cache)}) as {present} (past {past} first, then this step's {pair.part}) "
+                "and re-export."
+            )
         yield NOT_CONCATENATED.finding(
-            f"{present} does not contain {past}: it is made by {made_by}{_where(source)} from this step's values "
-            "only, so the next step loses the cache",
+            f"{present} ({_cache_of(pair)}) does not contain {past}: it is made by {made_by}{_where(source)}, "
+            f"layer {layer}'s {_part(pair)} of this step alone instead of {expected}, so the next step loses "
+            f"layer {layer}'s cache",
             ctx.at("output", present),
-            evidence={"present": present, "past": past, "producer": made_by, "expected": f"Concat({past}, new) on axis {pair.axes.cache if pair.axes else '?'}"},
-            remedy={"graph_edit": "rewire_present_to_concat", "present": present, "past": past},
+            evidence={"present": present, "past": past, "layer": layer, "producer": made_by, "expected": expected, "existing_concat": existing[0] if existing else None},
+            remedy={"graph_edit": "rewire_present_to_concat", "present": present, "past": past, "layer": layer, "concat": existing[0] if existing else None},
+            fix=fix,
         )
         return
     if source.kind != "concat" or source.node is None:
@@ -115,19 +199,27 @@ def _check_self(ctx: Context, source: PresentSource) -> Iterator[Finding]:
     node_name = source.node.name or source.node_label
     if source.past_input_index not in (None, 0) and len(source.inputs) == 2:
         yield CONCAT_ORDER.finding(
-            f"{present} is Concat({source.inputs[0]}, {source.inputs[1]}) at node {source.node_label}{_where(source)}: "
-            f"the past ({past}) is the second input, so new tokens come before the cache",
+            f"{present} ({_cache_of(pair)}) is Concat({source.inputs[0]}, {source.inputs[1]}) at node "
+            f"{source.node_label}{_where(source)}: the past ({past}) is the second input, so layer {layer}'s new "
+            "tokens come before its cache",
             ctx.at("node", node_name),
-            evidence={"present": present, "concat_inputs": list(source.inputs), "past_input_index": source.past_input_index, "graph": source.scope.path if source.scope else None},
+            evidence={"present": present, "layer": layer, "concat_inputs": list(source.inputs), "past_input_index": source.past_input_index, "graph": source.scope.path if source.scope else None},
             remedy={"graph_edit": "swap_concat_inputs", "node": node_name, "present": present},
+            fix=f"Swap the two inputs of {source.node_label} so {past} comes first"
+            f"{' (`onnxdoctor fix` does this edit)' if source.scope is not None and source.scope.parent is None else ''}; in the model code, torch.cat((past_{pair.part}, {pair.part}), {_torch_dim(pair, pair.axes.cache)}) "
+            f"in layer {layer}'s attention.",
         )
     if source.concat_axis is not None and source.expected_axis is not None and source.concat_axis != source.expected_axis:
         yield CONCAT_AXIS.finding(
-            f"{present} is built by {source.node_label}{_where(source)} on axis {source.concat_axis}, "
-            f"but the cache-length axis is {source.expected_axis}",
+            f"{present} ({_cache_of(pair)}) is built by {source.node_label}{_where(source)} joining {past} and the new "
+            f"{_part(pair)} on axis {source.concat_axis}, but the cache-length axis is {source.expected_axis}: "
+            f"layer {layer}'s cache grows on the wrong axis",
             ctx.at("node", node_name, axis=source.concat_axis),
-            evidence={"present": present, "observed_axis": source.concat_axis, "expected_axis": source.expected_axis, "graph": source.scope.path if source.scope else None},
+            evidence={"present": present, "layer": layer, "observed_axis": source.concat_axis, "expected_axis": source.expected_axis, "graph": source.scope.path if source.scope else None},
             remedy={"code_change": "concat_on_cache_axis", "node": node_name, "axis": source.expected_axis},
+            fix=f"Concatenate {past} and layer {layer}'s new {_part(pair)} on axis {source.expected_axis} "
+            f"(torch.cat((past_{pair.part}, {pair.part}), {_torch_dim(pair, source.expected_axis)}) in layer {layer}'s "
+            "attention) and re-export.",
         )
 
 
@@ -142,14 +234,15 @@ def check_present_shapes(ctx: Context) -> Iterator[Finding]:
             if kv.merged and source.kind == "constant":
                 placeholders.append(source)
             continue
-        yield from _check_self(ctx, source)
+        yield from _check_self(ctx, source, ctx.present_sources)
     if placeholders:
         names = [s.pair.present.name for s in placeholders if s.pair.present]
         shape = _placeholder_shape(placeholders[0])
+        layers = sorted({s.pair.layer for s in placeholders})
         yield CROSS_PLACEHOLDER.finding(
             f"the cache branch returns constant placeholders{f' of shape {shape}' if shape else ''} for "
-            f"{len(names)} cross-attention presents ({names[0]}, ...): keep the ones returned at step 0 and feed "
-            "those at every later step",
+            f"{len(names)} cross-attention presents of layers {', '.join(map(str, layers))} ({names[0]}, ...): keep "
+            "the ones returned at step 0 and feed those at every later step",
             ctx.at("output", names[0]),
             evidence={"presents": names, "placeholder_shape": shape, "branch": placeholders[0].branch},
         )

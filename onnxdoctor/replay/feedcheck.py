@@ -158,6 +158,23 @@ CACHE_DROPPED = register(
     )
 )
 
+WITH_PAST_AT_STEP0 = register(
+    Rule(
+        "ODF514", "with-past-file-at-step-0", Severity.ERROR,
+        "step 0 of a split seq2seq export runs the with-past decoder on made-up (zero) pasts",
+        what="At the first step the client runs decoder_with_past_model.onnx, whose cross-attention pasts can only "
+        "come from the step-0 file's presents, and feeds zero-filled pasts instead: no present exists yet.",
+        why="Cross attention reads zero keys and values instead of the encoder's, and the zero decoder past is "
+        "attended as a real token: every logit is wrong from step 0 on, and nothing fails.",
+        example="Marian: decoder_with_past_model.onnx at step 0 with past_key_values.*.decoder.* zeros of length 1 "
+        "and past_key_values.*.encoder.* zeros of the encoder length.",
+        fix="Run decoder_model.onnx (the file that takes encoder_hidden_states and returns the cross-attention "
+        "presents) at step 0; keep its encoder presents for every later step and feed its decoder presents to "
+        "decoder_with_past_model.onnx from step 1 on.",
+        fix_safety="Client-side change only.",
+    )
+)
+
 
 @dataclass
 class _History:
@@ -226,6 +243,31 @@ def _recorded_outputs(feeds_path: Path) -> dict[str, np.ndarray] | None:
     """`stepK_outputs.npz` next to `stepK.npz`, if the client saved what it got."""
     candidate = feeds_path.with_name(feeds_path.stem + "_outputs.npz")
     return load_feeds(candidate) if candidate.is_file() else None
+
+
+def _cache_text(pair: CachePair) -> str:
+    """"layer 0's cross-attention key": how a feed finding names the cache tensor it is about."""
+    part = "key+value" if pair.part in ("kv", "stacked") else pair.part
+    return f"layer {pair.layer}'s {pair.attention}-attention {part}"
+
+
+def _sibling_signature(path: Path) -> Signature | None:
+    """The signature of a decoder file next to the checked one (no weights read), or None if it is unusable."""
+    from onnxdoctor.model.load import load
+    from onnxdoctor.model.signature import build_signature
+
+    try:
+        return build_signature(load(path).files[0])
+    except Exception:  # noqa: BLE001 - a hint only; the checked file's own findings stand without it
+        return None
+
+
+def _same_as(value: np.ndarray, candidates: dict[Any, np.ndarray], envelope: Envelope) -> Any:
+    """Which other cache tensor `value` equals (within the file's envelope), if any: tells a swap from a stale or made-up past."""
+    for key, other in candidates.items():
+        if same_values(value, other.astype(value.dtype), envelope):
+            return key
+    return None
 
 
 def _pick_file(decoders: list[Signature], feeds: dict[str, np.ndarray], step: int) -> Signature:
@@ -341,6 +383,10 @@ class FeedChecker:
             ]
         if kv is None:
             return findings
+        if step == 0 and history.outputs is None:
+            findings += self._check_with_past_at_step0(sig, feeds)
+            if findings:
+                return findings
         switch = sig.input(roles.USE_CACHE_BRANCH)
         use_cache = bool(feeds[switch.name].reshape(-1)[0]) if switch is not None else True
         self_pairs = [p for p in kv.self_pairs() if p.past is not None and p.axes is not None]
@@ -382,6 +428,87 @@ class FeedChecker:
                     )
                 )
         return findings
+
+    def _other_file_hint(self, sig: Signature, feeds: dict[str, np.ndarray], step: int) -> tuple[str, str | None]:
+        """Step-0 feeds of a split seq2seq export checked against the with-past file alone: name their file."""
+        kv = sig.kv
+        if step != 0 or kv is None or kv.mode != "with_past" or not kv.cross_pairs():
+            return "", None
+        step0_name, step0_sig = self._step0_file(sig)
+        if step0_sig is None or not set(feeds) <= {t.name for t in step0_sig.inputs}:
+            return "", None
+        return (
+            f": these are the step-0 feeds of {step0_name}",
+            "Give check-feeds the export folder (or every decoder file) so each step is checked against the file it ran.",
+        )
+
+    def _step0_file(self, sig: Signature) -> tuple[str, Signature | None]:
+        """The split export's step-0 decoder: in the checked bundle, else optimum's decoder_model.onnx beside `sig`."""
+        for other in self.decoders:
+            if other.kv is not None and other.kv.mode == "no_past" and other.input(roles.ENCODER_HIDDEN_STATES) is not None:
+                return other.file, other
+        sibling = Path(self.paths[sig.file]).with_name("decoder_model.onnx")
+        if sibling.is_file() and sibling != Path(self.paths[sig.file]):
+            return f"{sibling.name} (next to {Path(sig.file).name}, not given to check-feeds)", _sibling_signature(sibling)
+        return "the export's decoder without past inputs (optimum: decoder_model.onnx)", None
+
+    def _check_with_past_at_step0(self, sig: Signature, feeds: dict[str, np.ndarray]) -> list[Finding]:
+        """A split seq2seq with-past file at the first step: its cross pasts can only be the step-0 file's presents.
+
+        Encoder keys and values are never all zero, so all-zero cross pasts at the first recorded step are made
+        up, not carried: the dumps alone show it, with or without the step-0 file on the command line.
+        """
+        kv = sig.kv
+        assert kv is not None
+        if kv.mode != "with_past" or sig.input(roles.ENCODER_HIDDEN_STATES) is not None:
+            return []
+        cross = [p for p in kv.cross_pairs() if p.past is not None and p.past.name in feeds]
+        if not cross or any(np.any(feeds[p.past.name]) for p in cross):  # type: ignore[union-attr]
+            return []
+        own = [p for p in kv.self_pairs() if p.past is not None and p.past.name in feeds]
+        step0_name, step0_sig = self._step0_file(sig)
+        first = min(cross, key=lambda p: (p.layer, p.part != "key"))
+        assert first.past is not None
+        kept = self._step0_present(first, step0_sig)
+        self_text = ""
+        if own:
+            lengths = sorted({int(feeds[p.past.name].shape[p.axes.cache]) for p in own if p.past is not None and p.axes is not None})  # type: ignore[union-attr]
+            zero = all(not np.any(feeds[p.past.name]) for p in own)  # type: ignore[union-attr]
+            self_text = (
+                f"; the {len(own)} decoder self-attention pasts have cache length {', '.join(map(str, lengths))}"
+                f"{' (zeros)' if zero else ''}"
+            )
+        file_name = Path(sig.file).name
+        return [
+            WITH_PAST_AT_STEP0.finding(
+                f"step 0: {file_name} ran at the first step, with no previous present to feed it: its pasts are "
+                f"zeros, not any present ({first.past.name}, layer {first.layer}'s cross-attention {first.part}, "
+                f"{list(feeds[first.past.name].shape)} all zero, like the other {len(cross) - 1} cross-attention "
+                f"pasts{self_text}). Cross attention reads zeros instead of the encoder's keys and values, so every "
+                f"logit is wrong; step 0 runs {step0_name}, which takes encoder_hidden_states and returns the "
+                "cross-attention presents",
+                self._at(sig, first.past.name, 0),
+                evidence={
+                    "file": sig.file,
+                    "step0_file": step0_name,
+                    "zero_cross_pasts": [p.past.name for p in cross if p.past is not None],
+                    "self_pasts": {p.past.name: list(feeds[p.past.name].shape) for p in own if p.past is not None},
+                    "expected": kept,
+                },
+                fix=f"Run {step0_name.split(' ')[0]} at step 0 on input_ids, encoder_hidden_states and "
+                f"encoder_attention_mask; feed {first.past.name} (layer {first.layer}) with its {kept} at every "
+                f"later step, and its decoder presents as the pasts of step 1, the first step of {file_name}.",
+            )
+        ]
+
+    @staticmethod
+    def _step0_present(pair: CachePair, step0_sig: Signature | None) -> str:
+        """The step-0 file's present that this cross past must carry."""
+        if step0_sig is not None and step0_sig.kv is not None:
+            for other in step0_sig.kv.pairs:
+                if other.present is not None and (other.layer, other.attention, other.part) == (pair.layer, pair.attention, pair.part):
+                    return other.present.name
+        return f"layer {pair.layer} cross-attention {pair.part} present"
 
     def _check_tokens(self, sig: Signature, feeds: dict[str, np.ndarray], step: int) -> list[Finding]:
         ids = sig.input(roles.INPUT_IDS)
@@ -448,6 +575,7 @@ class FeedChecker:
         missing = [name for name in declared if name not in feeds]
         unknown = [name for name in feeds if name not in declared]
         if missing or unknown:
+            hint, fix = self._other_file_hint(sig, feeds, step) if unknown else ("", None)
             findings.append(
                 MISSING_INPUT.finding(
                     f"step {step}: " + "; ".join(
@@ -455,9 +583,10 @@ class FeedChecker:
                             f"missing {', '.join(missing)}" if missing else "",
                             f"not an input of {sig.file}: {', '.join(unknown)}" if unknown else "",
                         ) if part
-                    ),
+                    ) + hint,
                     self._at(sig, (missing or unknown)[0], step),
                     evidence={"missing": missing, "unknown": unknown, "declared": sorted(declared)},
+                    fix=fix,
                 )
             )
         batches: dict[str, int] = {}
@@ -485,25 +614,34 @@ class FeedChecker:
     def _declaration_finding(
         self, sig: Signature, name: str, value: np.ndarray, found: Mismatch, pair: CachePair | None, step: int
     ) -> Finding:
+        label = f" ({_cache_text(pair)})" if pair is not None else ""
         if found.kind == "dtype":
             return WRONG_DTYPE.finding(
-                f"step {step}: {name} fed as {found.observed}, the model declares {found.expected}",
+                f"step {step}: {name}{label} fed as {found.observed}, the model declares {found.expected}",
                 self._at(sig, name, step),
                 evidence={"observed": found.observed, "expected": found.expected},
+                fix=f"Feed {name} as {found.expected}"
+                + (" (build the empty past of step 0 in that dtype, and feed the presents back without casting)." if pair else "."),
             )
         if found.kind == "rank":
             return WRONG_SHAPE.finding(
-                f"step {step}: {name} has rank {value.ndim} {found.observed}, the model declares rank {len(found.expected)}",
+                f"step {step}: {name}{label} has rank {value.ndim} {found.observed}, the model declares rank {len(found.expected)}",
                 self._at(sig, name, step),
                 evidence={"observed": found.observed, "expected": found.expected},
+                fix=f"Feed {name} with rank {len(found.expected)} as the contract shows (`onnxdoctor contract PATH`).",
             )
         hint = ""
-        if pair is not None and pair.axes is not None and found.axis == pair.axes.heads and found.expected and found.observed % found.expected == 0:
+        heads = pair is not None and pair.axes is not None and found.axis == pair.axes.heads
+        if heads and found.expected and found.observed % found.expected == 0:
             hint = " (the query head count? cache tensors carry the KV heads)"
+        fix = f"Feed {name} with {found.expected} on axis {found.axis}, as the model declares"
+        if heads:
+            fix += f": {_cache_text(pair)} cache has {found.expected} KV heads (num_key_value_heads), not the query head count"  # type: ignore[arg-type]
         return WRONG_SHAPE.finding(
-            f"step {step}: {name} axis {found.axis} is {found.observed}, the model declares {found.expected}{hint}",
+            f"step {step}: {name}{label} axis {found.axis} is {found.observed}, the model declares {found.expected}{hint}",
             self._at(sig, name, step, found.axis),
             evidence={"observed": found.observed, "expected": found.expected, "shape": list(value.shape)},
+            fix=fix + ".",
         )
 
     def _check_shared_dims(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, batches: dict[str, int]) -> list[Finding]:
@@ -580,25 +718,34 @@ class FeedChecker:
             value = feeds[pair.past.name]
             kept = cross_at_step0.get((pair.layer, pair.part))
             placeholder = value.size == 0 or value.shape[pair.axes.batch] == 0
+            source = self._cross_source(pair)
             if not placeholder and kept is not None and value.shape == kept.shape:
                 if not same_values(value, kept.astype(value.dtype), self._envelope(sig)):
+                    holds = _same_as(value, {k: v for k, v in cross_at_step0.items() if k != (pair.layer, pair.part)}, self._envelope(sig))
+                    what = (
+                        f"it holds layer {holds[0]}'s cross-attention {holds[1]} of step 0 instead (fed to the wrong past)"
+                        if holds else "same shape, values of no cross-attention present of step 0"
+                    )
                     return [
                         STALE_PAST.finding(
-                            f"step {step}: {pair.past.name} is not {pair.present.name if pair.present else 'the cross-attention present'} "
-                            "returned at step 0 (same shape, other values: key and value swapped, or another layer's)",
+                            f"step {step}: {pair.past.name} ({_cache_text(pair)}) is not {source} returned at step 0: {what}",
                             self._at(sig, pair.past.name, step),
-                            evidence={"fed_shape": list(value.shape), "expected": "step 0's cross-attention present"},
+                            evidence={"fed_shape": list(value.shape), "expected": f"{source} of step 0", "holds": list(holds) if holds else None},
+                            fix=f"Feed {source} returned at step 0 as {pair.past.name} at every later step "
+                            f"(layer {pair.layer}'s {pair.part}, matched by layer and part, not by position in a list).",
                         )
                     ]
                 continue
             if placeholder or (kept is not None and value.shape != kept.shape):
                 return [
                     PLACEHOLDER_FED_BACK.finding(
-                        f"step {step}: {pair.past.name} is {list(value.shape)}"
+                        f"step {step}: {pair.past.name} ({_cache_text(pair)}) is {list(value.shape)}"
                         + (f", not the {list(kept.shape)} encoder cache returned at step 0" if kept is not None else ", a placeholder")
                         + ": the cache branch's cross-attention presents were fed back",
                         self._at(sig, pair.past.name, step),
                         evidence={"observed": list(value.shape), "expected": list(kept.shape) if kept is not None else None},
+                        fix=f"Keep {source} returned at step 0 and feed it as {pair.past.name} at every later step; "
+                        "ignore the cross-attention presents of later steps.",
                     )
                 ]
         return []
@@ -607,6 +754,11 @@ class FeedChecker:
         """The tolerance envelope of the regime this file computes in (numerics)."""
         context = next(r.context for r in self.report.files if r.signature.file == sig.file)
         return envelope_for(context.regime) if context is not None else STRICT
+
+    @staticmethod
+    def _cross_source(pair: CachePair) -> str:
+        """The present a cross past carries: its own present (merged, step 0) or the layer's, by role."""
+        return pair.present.name if pair.present is not None else f"layer {pair.layer}'s cross-attention {pair.part} present"
 
     def _check_stale(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, previous: dict[str, np.ndarray], previous_sig: Signature) -> list[Finding]:
         if sig.kv is None or previous_sig.kv is None:
@@ -626,29 +778,46 @@ class FeedChecker:
         if not stale:
             return []
         past_name, present_name, fed_shape, returned_shape = stale[0]
+        pair = self._pair_of(sig, past_name)
+        assert pair is not None
+        holds = _same_as(
+            feeds[past_name], {n: previous[n] for n in presents.values() if n != present_name and n in previous}, self._envelope(previous_sig)
+        )
+        what = f": it is {holds} (presents fed to the wrong pasts)" if holds else ""
         return [
             STALE_PAST.finding(
-                f"step {step}: {past_name} {fed_shape} is not {present_name} {returned_shape} returned at step {step - 1}"
+                f"step {step}: {past_name} ({_cache_text(pair)}) {fed_shape} is not {present_name} {returned_shape} "
+                f"returned at step {step - 1}{what}"
                 + (f" (+{len(stale) - 1} more past inputs)" if len(stale) > 1 else ""),
                 self._at(sig, past_name, step),
-                evidence={"stale": [s[0] for s in stale], "fed_shape": fed_shape, "returned_shape": returned_shape},
+                evidence={"stale": [s[0] for s in stale], "fed_shape": fed_shape, "returned_shape": returned_shape, "holds": holds},
+                fix=f"At step {step} feed {present_name} returned at step {step - 1} as {past_name} (layer {pair.layer}'s "
+                f"{pair.part}), and each other layer's present of step {step - 1} to its own past, by layer and part.",
             )
         ]
 
     def _check_dummy(self, sig: Signature, feeds: dict[str, np.ndarray], pairs: list[CachePair], past_len: int, new: int, mask: np.ndarray, step: int) -> list[Finding]:
-        first = pairs[0].past
-        assert first is not None
         dummy_masked = mask.shape[1] == past_len + new and not mask[:, :past_len].any()
         if dummy_masked:
             return []
+        filled = [p for p in pairs if p.past is not None and p.axes is not None and feeds[p.past.name].shape[p.axes.cache] > 0]
+        first_pair = filled[0] if filled else pairs[0]
+        first = first_pair.past
+        assert first is not None
+        layers = sorted({p.layer for p in filled})
         zeros = all(not np.any(feeds[p.past.name]) for p in pairs if p.past is not None)
         covered = "the attention mask does not cover it" if mask.shape[1] != past_len + new else "the attention mask attends to it"
+        where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {', '.join(map(str, layers))}"
         return [
             DUMMY_PAST.finding(
-                f"step 0: {first.name} has cache length {past_len} ({'zeros' if zeros else 'values'}) instead of an empty "
-                f"cache, and {covered} (mask length {mask.shape[1]})",
-                self._at(sig, first.name, step, pairs[0].axes.cache if pairs[0].axes else None),
-                evidence={"past_len": past_len, "mask_length": int(mask.shape[1]), "zero_filled": zeros},
+                f"step 0: {first.name} ({_cache_text(first_pair)}) has cache length {past_len} ({'zeros' if zeros else 'values'}) "
+                f"instead of an empty cache ({len(filled)} pasts of {where} are filled), and {covered} "
+                f"(mask length {mask.shape[1]})",
+                self._at(sig, first.name, step, first_pair.axes.cache if first_pair.axes else None),
+                evidence={"past_len": past_len, "mask_length": int(mask.shape[1]), "zero_filled": zeros, "filled": [p.past.name for p in filled if p.past]},
+                fix=f"Feed {first.name} and every other past of {where} with cache length 0 at step 0 (ORT accepts "
+                f"0-sized tensors); if a binding cannot, set the first {past_len} entries of the attention mask "
+                f"(length {past_len + new}) to 0 so the dummy positions are hidden.",
             )
         ]
 

@@ -73,8 +73,8 @@ class DecoderSpec:
     ``attention_mask`` also controls ``encoder_attention_mask`` for seq2seq.
     ``static_dims`` maps graph I/O dim names (see DIM_NAMES) to fixed sizes.
     Positions are learned, so past plus new tokens must stay < MAX_POSITIONS.
-    ``defect`` plants one of DEFECTS in layer 0 (decoder with past, not merged,
-    not stacked); see build_decoder.
+    ``defect`` plants one of DEFECTS in layer ``defect_layer`` (decoder with
+    past, not merged, not stacked); see build_decoder.
     """
 
     layers: int = 2
@@ -91,6 +91,7 @@ class DecoderSpec:
     static_dims: dict[str, int] = field(default_factory=dict, hash=False)
     dtype: str = "float32"
     defect: str | None = None
+    defect_layer: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -117,6 +118,8 @@ class DecoderSpec:
                 raise ValueError(f"defect must be None or one of {DEFECTS}, got {self.defect!r}")
             if not self.with_past or self.merged or self.naming == "stacked":
                 raise ValueError("defects are planted in a non-merged, non-stacked decoder with past inputs")
+        if not 0 <= self.defect_layer < self.layers:
+            raise ValueError(f"defect_layer must be in 0..{self.layers - 1}, got {self.defect_layer}")
 
     @property
     def hidden(self) -> int:
@@ -183,7 +186,8 @@ def build_decoder(spec: DecoderSpec) -> onnx.ModelProto:
     Weights depend only on seed, layers, heads, kv_heads, head_dim, vocab and
     seq2seq, so e.g. the with_past=False and merged variants of a spec share them.
 
-    Defects (all in layer 0's self-attention; every one loads in ORT):
+    Defects (all in the self-attention of layer spec.defect_layer, 0 unless
+    set; every one loads in ORT):
 
     - present_is_new: present key/value are the new step's K/V (cache dim
       "sequence_length"); attention still uses the full Concat.
@@ -380,7 +384,7 @@ def _graph_outputs(spec: DecoderSpec) -> list[onnx.ValueInfoProto]:
     dtype = DTYPES[spec.dtype]
     outputs = [_value_info(spec, "logits", dtype, [BATCH, SEQ, spec.vocab])]
     for cache in cache_names(spec):
-        planted = cache.layer == 0 and not cache.cross
+        planted = cache.layer == spec.defect_layer and not cache.cross
         if planted and spec.defect == "drop_present" and cache.part == "value":
             continue
         elem_type: int = dtype
@@ -520,7 +524,7 @@ def _write_present(
         presents[names[0].present] = g.op("Concat", parts, axis=0)
         return
     presents[names[0].present] = key
-    if not (layer == 0 and not cross and spec.defect == "drop_present"):
+    if not (layer == spec.defect_layer and not cross and spec.defect == "drop_present"):
         presents[names[1].present] = value
 
 
@@ -542,9 +546,9 @@ def _new_key_value(g: _Graph, spec: DecoderSpec, x: str, prefix: str, baked: boo
 def _self_attention(
     g: _Graph, spec: DecoderSpec, layer: int, hidden: str, mask: str, use_past: bool, presents: dict[str, str]
 ) -> str:
-    """Causal self-attention with the KV cache; plants spec.defect when layer == 0."""
+    """Causal self-attention with the KV cache; plants spec.defect when layer == spec.defect_layer."""
     prefix = f"layers.{layer}.self_attn"
-    defect = spec.defect if layer == 0 else None
+    defect = spec.defect if layer == spec.defect_layer else None
     baked = defect == "baked_reshape"
     q = _project_heads(g, hidden, f"{prefix}.q_proj.weight", spec.heads, spec.head_dim, baked)
     k_new, v_new = _new_key_value(g, spec, hidden, prefix, baked)

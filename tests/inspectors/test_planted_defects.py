@@ -1,4 +1,4 @@
-"""Hypothesis: random decoders with one planted defect get exactly that defect's findings, at layer 0."""
+"""Hypothesis: random decoders with one planted defect get exactly that defect's findings, at the planted layer."""
 
 from __future__ import annotations
 
@@ -37,21 +37,27 @@ def _inspect(spec: DecoderSpec, folder: Path):  # type: ignore[no-untyped-def]
     defect=st.sampled_from(sorted(DEFECT_CODES)),
     naming=st.sampled_from(["optimum", "plain", "self_cross"]),
     layers=st.integers(1, 3),
+    planted=st.integers(0, 2),
     kv_heads=st.integers(1, 3),
     group=st.integers(1, 2),
     head_dim=st.integers(2, 8),
 )
 def test_planted_graph_defect_is_found_exactly(
-    defect: str, naming: str, layers: int, kv_heads: int, group: int, head_dim: int, tmp_path_factory: pytest.TempPathFactory
+    defect: str, naming: str, layers: int, planted: int, kv_heads: int, group: int, head_dim: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    spec = DecoderSpec(layers=layers, heads=kv_heads * group, kv_heads=kv_heads, head_dim=head_dim, vocab=16, naming=naming, defect=defect)
+    spec = DecoderSpec(
+        layers=layers, heads=kv_heads * group, kv_heads=kv_heads, head_dim=head_dim, vocab=16, naming=naming,
+        defect=defect, defect_layer=min(planted, layers - 1),
+    )
     report = _inspect(spec, tmp_path_factory.mktemp("defect"))
     problems = [f for f in report.findings if f.severity is not Severity.INFO]
     assert {f.code for f in problems} == DEFECT_CODES[defect], [f"{f.code} {f.message}" for f in problems]
-    layer0 = {n.past for n in cache_names(spec) if n.layer == 0} | {n.present for n in cache_names(spec) if n.layer == 0}
+    layer = spec.defect_layer
+    planted_io = {n.past for n in cache_names(spec) if n.layer == layer} | {n.present for n in cache_names(spec) if n.layer == layer}
     for finding in problems:
         if finding.location.kind in ("input", "output"):
-            assert finding.location.name in layer0
+            assert finding.location.name in planted_io
         else:
             assert finding.location.kind == "node" and finding.location.name
 

@@ -32,7 +32,9 @@ DECODER_ONLY_MISTAKES = frozenset(
     }
 )
 MERGED_MISTAKES = frozenset({"cache_branch_true_at_step0", "placeholders_fed_back", "stale_past"})
-MISTAKES = DECODER_ONLY_MISTAKES | MERGED_MISTAKES
+# split seq2seq export (optimum without post-processing): decoder_model.onnx + decoder_with_past_model.onnx
+SPLIT_MISTAKES = frozenset({"with_past_at_step0"})
+MISTAKES = DECODER_ONLY_MISTAKES | MERGED_MISTAKES | SPLIT_MISTAKES
 
 # ValueError: onnxruntime's Python layer rejects missing inputs before the C++ run.
 _ORT_ERRORS = (ValueError, Fail, InvalidArgument, RuntimeException)
@@ -65,17 +67,19 @@ class _Recorder:
         self.out_dir = out_dir
         self.run_result = ClientRun([], [], None, None)
 
-    def step(self, k: int, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    def step(self, k: int, feeds: dict[str, np.ndarray], sess: ort.InferenceSession | None = None) -> dict[str, np.ndarray] | None:
+        """Dump and run one step (on `sess` when a loop switches files, as split seq2seq clients do)."""
+        sess = sess or self.sess
         feeds_file = self.out_dir / f"step{k}.npz"
         np.savez(feeds_file, **feeds)
         self.run_result.files.append(feeds_file)
         try:
-            values = self.sess.run(None, feeds)
+            values = sess.run(None, feeds)
         except _ORT_ERRORS as exc:
             self.run_result.error = str(exc)
             self.run_result.failed_step = k
             return None
-        outputs = {o.name: v for o, v in zip(self.sess.get_outputs(), values)}
+        outputs = {o.name: v for o, v in zip(sess.get_outputs(), values)}
         outputs_file = self.out_dir / f"step{k}_outputs.npz"
         np.savez(outputs_file, **outputs)
         self.run_result.output_files.append(outputs_file)
@@ -113,7 +117,8 @@ def run_client(
     """
     sess = session(model)
     merged = any(i.name == "use_cache_branch" for i in sess.get_inputs())
-    allowed = MERGED_MISTAKES if merged else DECODER_ONLY_MISTAKES
+    split = is_split_with_past(sess)
+    allowed = MERGED_MISTAKES if merged else SPLIT_MISTAKES if split else DECODER_ONLY_MISTAKES
     if mistake is not None and mistake not in allowed:
         raise ValueError(
             f"mistake {mistake!r} does not apply to {model.name}; pick from {sorted(allowed)}"
@@ -126,9 +131,27 @@ def run_client(
     recorder = _Recorder(sess, out_dir)
     if merged:
         _merged_loop(model, recorder, tokens, mistake, rng)
+    elif split:
+        _split_loop(model, recorder, tokens, mistake, rng)
     else:
         _decoder_only_loop(model, recorder, tokens, mistake)
     return recorder.run_result
+
+
+def is_split_with_past(sess: ort.InferenceSession) -> bool:
+    """A seq2seq decoder_with_past file: cross-attention pasts, no encoder_hidden_states input."""
+    names = [i.name for i in sess.get_inputs()]
+    return any(".encoder." in n for n in names) and "encoder_hidden_states" not in names
+
+
+def _encode(model: Path, batch: int, prompt_len: int, vocab: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(encoder last_hidden_state, source mask) of a random source 2 tokens longer than the decoder prompt,
+    so encoder and decoder lengths never coincide."""
+    encoder = session(model.parent / "encoder_model.onnx")
+    source = rng.integers(0, vocab, (batch, prompt_len + 2))
+    source_mask = np.ones_like(source)
+    (hidden,) = encoder.run(None, {"input_ids": source, "attention_mask": source_mask})
+    return hidden, source_mask
 
 
 def _decoder_only_loop(
@@ -177,13 +200,8 @@ def _merged_loop(
 ) -> None:
     """Merged seq2seq loop: no-cache branch with empty dummies at step 0, cache branch after,
     decoder presents fed back, step 0's encoder presents kept for every later step."""
-    encoder = session(model.parent / "encoder_model.onnx")
     batch, prompt_len = tokens[0].shape
-    vocab = recorder.sess.get_outputs()[0].shape[-1]
-    # Source 2 tokens longer than the decoder prompt so encoder/decoder lengths never coincide.
-    source = rng.integers(0, vocab, (batch, prompt_len + 2))
-    source_mask = np.ones_like(source)
-    (hidden,) = encoder.run(None, {"input_ids": source, "attention_mask": source_mask})
+    hidden, source_mask = _encode(model, batch, prompt_len, recorder.sess.get_outputs()[0].shape[-1], rng)
     pasts = [i for i in recorder.sess.get_inputs() if i.name.startswith(PAST_PREFIX)]
     _, heads, _, head_dim = pasts[0].shape
     past = {p.name: np.zeros((batch, heads, 0, head_dim), np.float32) for p in pasts}
@@ -206,3 +224,50 @@ def _merged_loop(
         if outputs is None:
             return
         history.append(outputs)
+
+
+def _split_loop(
+    model: Path,
+    recorder: _Recorder,
+    tokens: list[np.ndarray],
+    mistake: str | None,
+    rng: np.random.Generator,
+) -> None:
+    """Split seq2seq loop (`model` is decoder_with_past_model.onnx): step 0 runs decoder_model.onnx
+    next to it on encoder_hidden_states; every later step runs the with-past file on the previous
+    decoder presents and step 0's encoder presents.
+
+    with_past_at_step0: the with-past file at step 0 too, on zero-filled pasts (decoder past of
+    length 1, encoder past of the encoder length), its zeros kept as the encoder cache afterwards.
+    """
+    batch, prompt_len = tokens[0].shape
+    hidden, source_mask = _encode(model, batch, prompt_len, recorder.sess.get_outputs()[0].shape[-1], rng)
+    first = session(model.parent / "decoder_model.onnx")
+    pasts = [i for i in recorder.sess.get_inputs() if i.name.startswith(PAST_PREFIX)]
+    _, heads, _, head_dim = pasts[0].shape
+    cross: dict[str, np.ndarray] = {}
+    previous: dict[str, np.ndarray] = {}
+    for k, ids in enumerate(tokens):
+        if k == 0 and mistake != "with_past_at_step0":
+            feeds = {"encoder_attention_mask": source_mask, "input_ids": ids, "encoder_hidden_states": hidden}
+            outputs = recorder.step(k, feeds, first)
+            if outputs is None:
+                return
+            cross = {n: v for n, v in _fed_back(outputs).items() if ".encoder." in n}
+        else:
+            if k == 0:  # the mistake: nothing ran before, so the client makes its pasts up
+                zeros = {".encoder.": hidden.shape[1], ".decoder.": 1}
+                made_up = {
+                    p.name: np.zeros((batch, heads, length, head_dim), np.float32)
+                    for p in pasts for part, length in zeros.items() if part in p.name
+                }
+                cross = {n: v for n, v in made_up.items() if ".encoder." in n}
+                decoder = {n: v for n, v in made_up.items() if ".decoder." in n}
+            else:
+                decoder = {n: v for n, v in _fed_back(previous).items() if ".decoder." in n}
+            feeds = {"encoder_attention_mask": source_mask, "input_ids": ids, **decoder, **cross}
+            feeds = {p.name: feeds[p.name] for p in recorder.sess.get_inputs()}  # the file's input order
+            outputs = recorder.step(k, feeds)
+            if outputs is None:
+                return
+        previous = outputs

@@ -11,6 +11,7 @@ from naive_clients import (
     DECODER_ONLY_MISTAKES,
     MERGED_MISTAKES,
     PAST_PREFIX,
+    SPLIT_MISTAKES,
     ClientRun,
     run_client,
     session,
@@ -20,7 +21,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 GQA = FIXTURES / "optimum-llama-gqa" / "model.onnx"
 FP16 = FIXTURES / "optimum-llama-fp16" / "model.onnx"
 MERGED = FIXTURES / "optimum-marian-merged" / "decoder_model_merged.onnx"
-ATOL = {GQA: 1e-4, FP16: 1e-2, MERGED: 1e-4}
+SPLIT = FIXTURES / "optimum-marian" / "decoder_with_past_model.onnx"  # with decoder_model.onnx beside it
+ATOL = {GQA: 1e-4, FP16: 1e-2, MERGED: 1e-4, SPLIT: 1e-4}
 STEPS = 3
 
 
@@ -34,6 +36,11 @@ def _uncached_last_logits(model: Path, feed_files: list[Path]) -> np.ndarray:
     feeds = [dict(np.load(f)) for f in feed_files]
     ids = np.concatenate([f["input_ids"] for f in feeds], axis=1)
     batch, length = ids.shape
+    if model == SPLIT:  # the no-past file of the split export computes the whole sequence
+        first = feeds[0]
+        inputs = {"encoder_attention_mask": first["encoder_attention_mask"], "encoder_hidden_states": first["encoder_hidden_states"]}
+        (logits, *_) = session(model.parent / "decoder_model.onnx").run(None, {"input_ids": ids, **inputs})
+        return logits[:, -1].astype(np.float64)
     sess = session(model)
     empty = {
         i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), feeds[0][i.name].dtype)
@@ -56,7 +63,7 @@ def _uncached_last_logits(model: Path, feed_files: list[Path]) -> np.ndarray:
     return logits[:, -1].astype(np.float64)
 
 
-@pytest.mark.parametrize("model", [GQA, FP16, MERGED], ids=["gqa", "fp16", "merged"])
+@pytest.mark.parametrize("model", [GQA, FP16, MERGED, SPLIT], ids=["gqa", "fp16", "merged", "split"])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_correct_protocol_matches_uncached_run(model: Path, batch: int, tmp_path: Path) -> None:
     run = run_client(model, tmp_path, steps=STEPS, batch=batch)
@@ -82,13 +89,16 @@ OUTCOMES = [
     (MERGED, "cache_branch_true_at_step0", 1, 0, "MatMul dimension mismatch"),
     (MERGED, "placeholders_fed_back", 2, None, "MatMul dimension mismatch"),
     (MERGED, "stale_past", None, 2, None),
+    (SPLIT, "with_past_at_step0", None, 0, None),
 ]
 
 
 def test_every_mistake_has_an_outcome() -> None:
-    assert {(m is MERGED, k) for m, k, *_ in OUTCOMES} == {
-        *((False, k) for k in DECODER_ONLY_MISTAKES),
-        *((True, k) for k in MERGED_MISTAKES),
+    kind = {MERGED: "merged", SPLIT: "split"}
+    assert {(kind.get(m, "decoder-only"), k) for m, k, *_ in OUTCOMES} == {
+        *(("decoder-only", k) for k in DECODER_ONLY_MISTAKES),
+        *(("merged", k) for k in MERGED_MISTAKES),
+        *(("split", k) for k in SPLIT_MISTAKES),
     }
 
 
@@ -131,6 +141,8 @@ def test_mistake_outcome(
         (GQA, "cache_branch_true_at_step0"),
         (GQA, "float32_for_fp16"),
         (MERGED, "query_heads_in_past"),
+        (SPLIT, "stale_past"),
+        (GQA, "with_past_at_step0"),
     ],
 )
 def test_mistake_that_cannot_happen_on_this_model_is_refused(
