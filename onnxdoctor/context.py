@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from onnxdoctor.findings import Location
 from onnxdoctor.model.cache_flow import PresentSource, trace_presents
 from onnxdoctor.model.graph import GraphView
 from onnxdoctor.model.load import Bundle, ModelFile
 from onnxdoctor.model.signature import Signature
+
+if TYPE_CHECKING:
+    from onnxdoctor.model.export import ExportFolder
 
 
 @dataclass
@@ -22,6 +26,8 @@ class Context:
     model_file: ModelFile
     signature: Signature
     siblings: dict[str, Signature] = field(default_factory=dict)  # file_role -> Signature
+    # every model file of the export folder (siblings on disk included), for checks about the folder
+    export: ExportFolder | None = field(default=None, repr=False)
 
     @property
     def file(self) -> str:
