@@ -145,7 +145,28 @@ class ExportFolder:
                 return member.signature
         return None
 
+    def untaken_presents(self, signature: Signature) -> UntakenPresents | None:
+        """A no-past decoder's presents that no file of the export takes back, and how clearly a cache was meant."""
+        kv = signature.kv
+        if kv is None or kv.mode != "no_past" or not kv.self_pairs() or self.presents_taker(signature) is not None:
+            return None
+        declared_pasts = [n for n, role in self.declared_missing_roles(signature).items() if role.startswith("past")]
+        return UntakenPresents(
+            presents=[p.present.name for p in kv.pairs if p.present is not None],
+            orphan_symbols=orphan_past_symbols(signature),
+            declared_pasts=declared_pasts,
+            others=[m.signature.file for m in self.others(signature)],
+        )
+
     # ------------------------------------------------------------------ inputs the trace dropped
+
+    def declared_missing_roles(self, signature: Signature) -> dict[str, str]:
+        """Declared-but-missing input name -> the role its name says (what the missing input was for)."""
+        result = {}
+        for name in self.declared_but_missing(signature):
+            guess = roles.guess_role(name, is_input=True, elem_type=0, rank=None)
+            result[name] = guess.cache.describe() if guess.cache else guess.role
+        return result
 
     def declared_but_missing(self, signature: Signature) -> list[str]:
         """Declared input names this decoder's graph lacks, when the declaration is about this file."""
@@ -156,6 +177,23 @@ class ExportFolder:
         if not graph_inputs or not set(graph_inputs) <= names:
             return []  # the declaration lists another file's inputs
         return [n for n in self.declared.names if n not in set(graph_inputs)]
+
+
+@dataclass(frozen=True)
+class UntakenPresents:
+    presents: list[str]
+    orphan_symbols: list[str]  # past lengths the presents' dims name and no input carries
+    declared_pasts: list[str]  # declared past inputs the graph lacks
+    others: list[str]  # the other files of the export
+
+    @property
+    def cache_meant(self) -> bool:
+        """The folder clearly meant a cache: files beside this one, or declared past inputs the graph lacks.
+
+        A no-past file alone is a step-0 component (optimum's decoder_model.onnx copied on its own); dims that
+        name a past length are no evidence then, since optimum names its step-0 presents that way too.
+        """
+        return bool(self.others or self.declared_pasts)
 
 
 def is_copy(source: PresentSource) -> bool:

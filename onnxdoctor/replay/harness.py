@@ -47,6 +47,15 @@ from onnxdoctor.replay.runtime import Runtime, numpy_dtype
 Progress = Callable[[str], None]
 
 
+def _refusal_note(finding: Finding) -> str:
+    missing = finding.evidence.get("missing_inputs") or []
+    lacking = f" (the graph has no {', '.join(missing)})" if missing else ""
+    return (
+        f"not replayed: no file of this export computes the cross-attention cache {finding.location.file} takes"
+        f"{lacking}; replay will not invent a cache the model must compute ({finding.code})"
+    )
+
+
 @dataclass
 class ReplayOptions:
     steps: int = 4  # decode steps after step 0
@@ -558,8 +567,13 @@ class Replayer:
                 self.runtime.session(scenario.path(signature))
         configured = self.options
         for scenario in scenarios:
+            refusal = self._uncomputed_cross_cache(scenario)
+            if refusal is not None:  # the model must compute this cache; inventing one would prove nothing
+                self._add(refusal)
+                results.append(ScenarioResult(scenario, notes=[_refusal_note(refusal)]))
+                continue
             self.progress(f"replaying {scenario.describe()}")
-            notes: list[str] = []
+            notes: list[str] = self._cache_notes(scenario)
             self.options = self._adapt(scenario, notes)
             rng = np.random.default_rng(self.options.seed)
             schedule = self.options.schedule()
@@ -575,6 +589,32 @@ class Replayer:
             results.append(result)
         self.options = configured
         return ReplayReport(self.report.path, self.options, results, sort_findings(self.findings), self.report.findings)
+
+    def _uncomputed_cross_cache(self, scenario: Scenario) -> Finding | None:
+        """ODS014 for a scenario whose cross-attention cache replay would have to synthesize: no file of the export
+        computes it, so the model cannot decode and a made-up cache would hide that."""
+        from onnxdoctor.inspectors.export_folder import cross_gap_finding
+
+        if scenario.name != "single" or scenario.stepn is None or scenario.stepn.kv is None or not scenario.stepn.kv.cross_pairs():
+            return None
+        return cross_gap_finding(self._context(scenario.stepn))
+
+    def _cache_notes(self, scenario: Scenario) -> list[str]:
+        """What replay had to assume about the cache, said in the scenario's notes."""
+        export = self._context(scenario.step0).export
+        kv = scenario.step0.kv
+        notes = []
+        if scenario.name == "single" and kv is not None and any(p.past is not None for p in kv.cross_pairs()):
+            notes.append(
+                "cross-attention cache synthesized (seeded random): no file here computes it; replay the whole export "
+                "folder to use the real one"
+            )
+        if scenario.stepn is None and kv is not None and kv.mode == "no_past" and export is not None and export.presents_taker(scenario.step0) is None:
+            notes.append(
+                "decoded without a cache (the whole prefix every step): no file of this export takes the presents back "
+                "as past inputs (see ODS015)"
+            )
+        return notes
 
     def _check_padding(self, scenario: Scenario, tokens: np.ndarray, mask: np.ndarray, pad: int, schedule: list[int], result: ScenarioResult) -> None:
         if len(result.logits) < len(schedule):
