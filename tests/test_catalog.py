@@ -127,6 +127,7 @@ def test_every_rule_has_a_page_and_a_triggering_fixture(rule) -> None:  # type: 
     for section in (rule.what, rule.why, rule.example, rule.fix, rule.fix_safety):
         assert section.strip(), f"{rule.code} page has an empty section"
     assert rule.name == rule.name.lower() and " " not in rule.name
+    from inspectors.test_export_folder import TRIGGERED as FOLDER_TRIGGERED
     from replay.test_check_feeds import CASES
     from replay.test_check_feeds_field import TRIGGERED
     from replay.test_harness import BROKEN
@@ -140,6 +141,7 @@ def test_every_rule_has_a_page_and_a_triggering_fixture(rule) -> None:  # type: 
         + [name for name, (_options, found) in BROKEN.items() if any(code == rule.code for code, *_ in found)]
         + [f"{model.name}: {mistake}" for (model, mistake), found in CASES.items() if any(c == rule.code for c, *_ in found)]
         + [test for code, test in TRIGGERED.items() if code == rule.code]
+        + [test for code, test in FOLDER_TRIGGERED.items() if code == rule.code]
     )
     assert triggering, f"no fixture triggers {rule.code}"
 

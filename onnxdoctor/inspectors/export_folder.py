@@ -239,8 +239,10 @@ def _dropped_inputs(ctx: Context, gap: CrossGap | None) -> Iterator[Finding]:
         return
     missing: dict[str, str] = {}
     declared = export.declared_missing_roles(signature)
-    for name, role in declared.items():
-        missing[name] = f"declared in {export.declared.source if export.declared else 'the export settings'} ({role})"
+    if declared and export.declared is not None:
+        count = f"input_names in {export.declared.source} has {len(export.declared.names)} names, the graph {len(signature.inputs)} inputs"
+        for name, role in declared.items():
+            missing[name] = f"declared: {count}"
     if _merged_style_without_switch(signature) and not any(r == roles.USE_CACHE_BRANCH for r in declared.values()):
         missing.setdefault(
             "use_cache_branch", f"{ctx.file} is named as a merged decoder, which switches its two branches on it"
@@ -259,12 +261,15 @@ def _dropped_inputs(ctx: Context, gap: CrossGap | None) -> Iterator[Finding]:
         )
     if not missing:
         return
-    listed = "; ".join(f"{name} ({why})" for name, why in missing.items())
+    groups: dict[str, list[str]] = {}
+    for name, why in missing.items():
+        groups.setdefault(why, []).append(name)
+    listed = "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items())
     yield DROPPED_INPUTS.finding(
         f"{ctx.file} lacks {len(missing)} input{'s' if len(missing) > 1 else ''} its export declared or its layout "
         f"requires: {listed}. Exporters drop inputs nothing reads in the traced graph (torch.onnx's TorchScript "
-        f"exporter does so silently); an input becomes unused when {FROZEN_BRANCH.split(' is evaluated')[0].lower()} "
-        "freezes the branch that read it at trace time",
+        "exporter does so silently); an input becomes unused when Python control flow on a tensor in the export "
+        "wrapper (`.item()`, `if tensor.sum() == 0:`) freezes the branch that read it at trace time",
         ctx.at("graph"),
         evidence={
             "missing_inputs": list(missing),
