@@ -119,7 +119,7 @@ def _short(names: list[str], limit: int = 2) -> str:
 def _merged_style_without_switch(signature: Signature) -> bool:
     """Named as optimum's merged decoder, but no If on use_cache_branch: a merged decoder whose branch was traced away."""
     kv = signature.kv
-    return signature.file_role == "decoder_merged" and kv is not None and not kv.merged
+    return signature.file_role == "decoder_merged" and kv is not None and not kv.merged and signature.input(roles.USE_CACHE_BRANCH) is None
 
 
 def cross_gap(ctx: Context) -> CrossGap | None:
@@ -164,8 +164,15 @@ def cross_gap_finding(ctx: Context) -> Finding | None:
         f"no file of this export computes the cross-attention cache {file} needs: its {len(gap.cross_pasts)} "
         f"cross-attention past inputs ({_short(gap.cross_pasts)}) must hold the encoder's K/V from step 0, but "
         f"{returned}{lacks}{others}. A client can only feed zeros or made-up values there, and every step's logits "
-        "are silently wrong. Likely cause: a frozen branch (an If traced away, declared inputs unused): " + FROZEN_BRANCH
+        "are silently wrong. "
     )
+    if gap.copied_presents or len(gap.missing_inputs) > 1:
+        message += "Likely cause: a frozen branch (an If traced away, declared inputs unused): " + FROZEN_BRANCH
+    else:
+        message += (
+            "Likely cause: the step-0 file (optimum: decoder_model.onnx, which takes encoder_hidden_states and returns "
+            "present.*.encoder.*) is not in this folder; copy it beside this one, or re-export"
+        )
     location = ctx.at("output", gap.copied_presents[0]) if gap.copied_presents else ctx.at("input", gap.cross_pasts[0])
     return CROSS_NOT_COMPUTED.finding(
         message,
@@ -247,7 +254,9 @@ def _dropped_inputs(ctx: Context, gap: CrossGap | None) -> Iterator[Finding]:
         missing.setdefault(
             "use_cache_branch", f"{ctx.file} is named as a merged decoder, which switches its two branches on it"
         )
-    if gap is not None and signature.input(roles.ENCODER_HIDDEN_STATES) is None:
+    # only a decoder that copies its cross cache claims to return it: optimum's decoder_with_past has no
+    # encoder_hidden_states by design, and missing its step-0 file is ODS014's business alone
+    if gap is not None and gap.copied_presents and signature.input(roles.ENCODER_HIDDEN_STATES) is None:
         if not any(r == roles.ENCODER_HIDDEN_STATES for r in declared.values()):
             missing.setdefault(
                 "encoder_hidden_states", "the cross-attention cache must be computed from it and no file of the export does"

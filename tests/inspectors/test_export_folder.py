@@ -179,3 +179,24 @@ def test_with_past_file_on_its_own_is_a_component(tmp_path: Path) -> None:
     assert report.files[0].step0.note.endswith("no file of this export computes it")
     replayed = Replayer(report, ReplayOptions(steps=2)).run()
     assert replayed.findings == [] and any("synthesized" in n for n in replayed.results[0].notes)
+
+
+def test_folder_without_its_step0_file_cannot_compute_the_cross_cache(tmp_path: Path) -> None:
+    """optimum's split export with decoder_model.onnx left out: nothing computes the cross cache, nothing was dropped."""
+    for name in ("encoder_model.onnx", "decoder_with_past_model.onnx", "config.json"):
+        shutil.copy2(FIXTURES / "optimum-marian" / name, tmp_path / name)
+    report = inspect_path(tmp_path)
+    assert [(f.code, f.location.kind, f.location.name) for f in report.findings if f.severity is not Severity.INFO] == [
+        ("ODS014", "input", "past_key_values.0.encoder.key")
+    ]
+    (finding,) = report.findings
+    assert finding.evidence["copied_presents"] == [] and finding.evidence["missing_inputs"] == ["encoder_hidden_states"]
+    assert "decoder_model.onnx" in finding.message and "not in this folder" in finding.message
+    assert [f.code for f in Replayer(report, ReplayOptions(steps=1)).run().findings] == ["ODS014"]
+
+
+def test_contract_names_the_file_that_runs_each_step() -> None:
+    report = inspect_path(FIXTURES / "optimum-marian")
+    notes = {r.signature.file: (r.step0.note, r.stepn.note) for r in report.files}
+    assert notes["decoder_model.onnx"][1] == "step n runs decoder_with_past_model.onnx, fed the presents of the previous step as its past inputs"
+    assert notes["decoder_with_past_model.onnx"][0].startswith("step 0 runs decoder_model.onnx, which computes the cross-attention cache")
