@@ -11,9 +11,9 @@ from typing import Any
 
 from onnxdoctor import __version__
 from onnxdoctor.context import Context
+from onnxdoctor.errors import UnusableInputError
 from onnxdoctor.findings import Finding, Severity, sort_findings
 from onnxdoctor.model.contract import StepContract, build_contract
-from onnxdoctor.errors import UnusableInputError
 from onnxdoctor.model.export import ExportFolder, Member, read_declared_inputs
 from onnxdoctor.model.load import OPTIMUM_FILE_ROLES, Bundle, ModelFile, load, load_file
 from onnxdoctor.model.roles import RoleMap

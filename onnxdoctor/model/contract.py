@@ -8,7 +8,6 @@ the encoder's cross-attention cache from step 0 when a merged decoder returns pl
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
 from typing import TYPE_CHECKING
 
 from onnxdoctor.model import roles

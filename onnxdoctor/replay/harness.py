@@ -606,8 +606,8 @@ class Replayer:
         notes = []
         if scenario.name == "single" and kv is not None and any(p.past is not None for p in kv.cross_pairs()):
             notes.append(
-                "cross-attention cache synthesized (seeded random): no file here computes it; replay the whole export "
-                "folder to use the real one"
+                "cross-attention cache synthesized (seeded random): no file replayed here computes it; replay the whole "
+                "export folder to use the real one"
             )
         if scenario.stepn is None and kv is not None and kv.mode == "no_past" and export is not None and export.presents_taker(scenario.step0) is None:
             notes.append(
