@@ -200,3 +200,13 @@ def test_contract_names_the_file_that_runs_each_step() -> None:
     notes = {r.signature.file: (r.step0.note, r.stepn.note) for r in report.files}
     assert notes["decoder_model.onnx"][1] == "step n runs decoder_with_past_model.onnx, fed the presents of the previous step as its past inputs"
     assert notes["decoder_with_past_model.onnx"][0].startswith("step 0 runs decoder_model.onnx, which computes the cross-attention cache")
+
+
+def test_fix_reexports_the_frozen_branch_with_optimum(frozen_marian: Path, tmp_path: Path) -> None:
+    """The exporter-level fix ODS014 names, applied by `fix` from the model folder the wrapper was built on."""
+    result = run_cli("fix", frozen_marian, "--source", frozen_marian.parent / "marian-source", "--out", tmp_path / "out", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = result.json()
+    assert {"ODS014", "ODS016"} <= set(data["findings_before"])
+    kept = next(a for a in data["attempts"] if a["result"] == "kept")
+    assert kept["exporter"] == "optimum" and "ODS014" not in kept["findings_after"]
