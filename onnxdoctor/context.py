@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from onnxdoctor.findings import Location
 from onnxdoctor.model.cache_flow import PresentSource, trace_presents
@@ -17,6 +18,9 @@ from onnxdoctor.model import roles
 from onnxdoctor.model.signature import Signature
 from onnxdoctor.numerics.regime import Regime, detect_regime
 
+if TYPE_CHECKING:
+    from onnxdoctor.model.export import ExportFolder
+
 
 @dataclass
 class Context:
@@ -24,6 +28,8 @@ class Context:
     model_file: ModelFile
     signature: Signature
     siblings: dict[str, Signature] = field(default_factory=dict)  # file_role -> Signature
+    # every model file of the export folder (siblings on disk included), for checks about the folder
+    export: ExportFolder | None = field(default=None, repr=False)
 
     @property
     def file(self) -> str:

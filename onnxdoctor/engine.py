@@ -11,9 +11,11 @@ from typing import Any
 
 from onnxdoctor import __version__
 from onnxdoctor.context import Context
+from onnxdoctor.errors import UnusableInputError
 from onnxdoctor.findings import Finding, Severity, sort_findings
 from onnxdoctor.model.contract import StepContract, build_contract
-from onnxdoctor.model.load import Bundle, ModelFile, load
+from onnxdoctor.model.export import ExportFolder, Member, read_declared_inputs
+from onnxdoctor.model.load import OPTIMUM_FILE_ROLES, Bundle, ModelFile, load, load_file
 from onnxdoctor.model.roles import RoleMap
 from onnxdoctor.model.signature import Signature, build_signature
 
@@ -124,16 +126,18 @@ def inspect_bundle(bundle: Bundle, *, role_map: RoleMap | None = None, reshapes:
         build_signature(model_file, display_name=bundle.display_name(model_file), role_map=role_map)
         for model_file in bundle.files
     ]
-    step0_file = next((s for s in signatures if s.kv is not None and s.kv.mode == "no_past"), None)
+    siblings = {s.file_role: s for s in signatures}
+    contexts = [Context(bundle, model_file, signature, siblings) for model_file, signature in zip(bundle.files, signatures)]
+    export = _export_folder(bundle, contexts, role_map)
     file_reports = []
-    for model_file, signature in zip(bundle.files, signatures):
-        step0, stepn = build_contract(signature, step0_file)
-        file_reports.append(FileReport(model_file, signature, step0, stepn))
-    siblings = {r.signature.file_role: r.signature for r in file_reports}
+    for context in contexts:
+        context.export = export
+        step0, stepn = build_contract(context.signature, export=export)
+        file_reports.append(FileReport(context.model_file, context.signature, step0, stepn, context=context))
     findings: list[Finding] = []
     for report in file_reports:
-        context = Context(bundle, report.model_file, report.signature, siblings)
-        report.context = context
+        context = report.context
+        assert context is not None
         for _name, check in registered_checks():
             findings.extend(check(context))
         if reshapes:
@@ -141,6 +145,32 @@ def inspect_bundle(bundle: Bundle, *, role_map: RoleMap | None = None, reshapes:
                 {**trace.to_dict(), "findings": [f.code for f in found]} for trace, found in analyse_reshapes(context)
             ]
     return InspectReport(path=str(bundle.path), files=file_reports, findings=sort_findings(findings))
+
+
+def _export_folder(bundle: Bundle, contexts: list[Context], role_map: RoleMap | None) -> ExportFolder:
+    """The inspected files plus the other model files of their folder, read (without weights) only to judge it.
+
+    A folder given with --file is an export: all its model files count. Next to a single file only the
+    optimum-named ones do, since a folder of unrelated models says nothing about this one.
+    """
+    members = [Member(c.signature, c.model_file.path, True, lambda c=c: c.present_sources) for c in contexts]
+    loaded = {c.model_file.path.resolve() for c in contexts}
+    if bundle.path.is_dir():
+        candidates = sorted(p for p in bundle.folder.iterdir() if p.suffix == ".onnx" and p.is_file())
+    else:
+        candidates = [bundle.folder / name for name in OPTIMUM_FILE_ROLES if (bundle.folder / name).is_file()]
+    for path in candidates:
+        if path.resolve() in loaded:
+            continue
+        try:
+            model_file = load_file(path, folder=bundle.folder)
+        except UnusableInputError:
+            continue  # a sibling that cannot be read says nothing about the files asked about
+        shown = model_file.name if bundle.path.is_dir() else str(bundle.path.parent / model_file.name)
+        signature = build_signature(model_file, display_name=shown, role_map=role_map)
+        context = Context(bundle, model_file, signature)
+        members.append(Member(signature, path, False, lambda c=context: c.present_sources))
+    return ExportFolder(bundle.folder, members, read_declared_inputs(bundle.folder))
 
 
 def inspect_path(

@@ -127,6 +127,7 @@ def test_every_rule_has_a_page_and_a_triggering_fixture(rule) -> None:  # type: 
     for section in (rule.what, rule.why, rule.example, rule.fix, rule.fix_safety):
         assert section.strip(), f"{rule.code} page has an empty section"
     assert rule.name == rule.name.lower() and " " not in rule.name
+    from inspectors.test_export_folder import TRIGGERED as FOLDER_TRIGGERED
     from replay.test_check_feeds import CASES
     from replay.test_check_feeds_field import TRIGGERED
     from replay.test_harness import BROKEN
@@ -142,6 +143,7 @@ def test_every_rule_has_a_page_and_a_triggering_fixture(rule) -> None:  # type: 
         + [f"{model.name}: {mistake}" for (model, mistake), found in CASES.items() if any(c == rule.code for c, *_ in found)]
         + [test for code, test in TRIGGERED.items() if code == rule.code]
         + [test for code, test in NUMERICS_TRIGGERED.items() if code == rule.code]
+        + [test for code, test in FOLDER_TRIGGERED.items() if code == rule.code]
     )
     assert triggering, f"no fixture triggers {rule.code}"
 

@@ -8,9 +8,13 @@ the encoder's cross-attention cache from step 0 when a merged decoder returns pl
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from onnxdoctor.model import roles
 from onnxdoctor.model.signature import CachePair, KVLayout, Signature, TensorSig
+
+if TYPE_CHECKING:
+    from onnxdoctor.model.export import ExportFolder
 
 
 @dataclass(frozen=True)
@@ -117,37 +121,80 @@ def _step0_cross_source(pair: CachePair, step0_file: Signature | None) -> str:
     return f"the layer {pair.layer} cross-attention {pair.part} returned at step 0 by the file without past inputs"
 
 
-def build_contract(signature: Signature, step0_file: Signature | None = None) -> tuple[StepContract, StepContract]:
-    """(step 0, step n) contracts for one file; `step0_file` is the export's no-past decoder, if any."""
+NO_CACHE_STEP0 = "no KV cache: every step recomputes the whole sequence"
+NO_CACHE_STEPN = "no KV cache: run the full sequence again (step 0 contract with prompt_len = all tokens)"
+
+
+def _names(pairs: list[CachePair], limit: int = 2) -> str:
+    names = [p.present.name for p in pairs if p.present is not None]
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def build_contract(
+    signature: Signature, step0_file: Signature | None = None, *, export: ExportFolder | None = None
+) -> tuple[StepContract, StepContract]:
+    """(step 0, step n) contracts for one file.
+
+    `step0_file` is the export's file that computes the cross-attention cache at step 0; with `export`
+    (every model file of the folder) it is looked up there, and a step no file can run is said so.
+    """
     kv = signature.kv
+    cross_source: Signature | None = step0_file
+    if export is not None and kv is not None and step0_file is None:
+        found = export.cross_cache_source(signature)
+        cross_source = found if found is not signature else None
     if kv is None:
         feeds = tuple(_simple_feed(t, 0, None) for t in signature.inputs)
-        return StepContract(feeds, "no KV cache: every step recomputes the whole sequence"), StepContract(
-            None, "no KV cache: run the full sequence again (step 0 contract with prompt_len = all tokens)"
-        )
+        return StepContract(feeds, NO_CACHE_STEP0), StepContract(None, NO_CACHE_STEPN)
     pairs_by_past = {p.past.name: p for p in kv.pairs if p.past is not None}
     has_cross_past = any(p.attention == "cross" and p.past is not None for p in kv.pairs)
+    uncomputed_cross = export is not None and has_cross_past and not kv.merged and cross_source is None
 
     def feeds_for(step: int) -> tuple[Feed, ...]:
         feeds = []
         for tensor in signature.inputs:
             pair = pairs_by_past.get(tensor.name)
-            if pair is not None:
-                feeds.append(_past_feed(pair, step, kv.merged, step0_file))
+            if pair is not None and step > 0 and pair.attention == "cross" and uncomputed_cross:
+                feeds.append(Feed(tensor.name, tensor.role, tensor.dtype, _cache_shape(pair, tensor, "encoder_len"),
+                                  "this layer's cross-attention K/V computed from the encoder output at step 0: no file of this export computes it"))
+            elif pair is not None:
+                feeds.append(_past_feed(pair, step, kv.merged, cross_source))
             else:
                 feeds.append(_simple_feed(tensor, step, kv))
         return tuple(feeds)
 
     if kv.mode == "no_past":
+        taker = export.presents_taker(signature) if export is not None else None
+        untaken = export.untaken_presents(signature) if export is not None else None
+        if untaken is not None and untaken.cache_meant:
+            step0 = StepContract(feeds_for(0), "no usable cache: every step recomputes the whole sequence, since no file takes its presents back")
+            stepn = StepContract(
+                None,
+                "no cache: feed the whole prefix every step (step 0 contract with prompt_len = all tokens so far); "
+                f"no file of this export takes {_names(kv.self_pairs())} back as past inputs (see ODS015)",
+            )
+            return step0, stepn
         step0 = StepContract(feeds_for(0), "this file computes step 0 and returns the first cache")
-        stepn = StepContract(None, "step n runs the file with past inputs (optimum: decoder_with_past_model.onnx)")
+        if taker is not None:
+            stepn = StepContract(None, f"step n runs {taker.file}, fed the presents of the previous step as its past inputs")
+        else:
+            stepn = StepContract(
+                None,
+                "step n runs the file with past inputs (optimum: decoder_with_past_model.onnx)"
+                + ("; none in this folder" if untaken is not None else ""),
+            )
         return step0, stepn
     if kv.mode == "past_only":
         note = "past inputs without present outputs: the cache cannot be carried to the next step"
         return StepContract(feeds_for(0), note), StepContract(feeds_for(1), note)
     if kv.mode == "with_past" and has_cross_past:
-        step0 = StepContract(None, "step 0 runs the file without past inputs (optimum: decoder_model.onnx), which returns the cross-attention cache")
-        return step0, StepContract(feeds_for(1), "")
+        if cross_source is not None and export is not None:
+            note = f"step 0 runs {cross_source.file}, which computes the cross-attention cache from the encoder output"
+        else:
+            note = "step 0 runs the file without past inputs (optimum: decoder_model.onnx), which returns the cross-attention cache"
+            if export is not None:
+                note += "; no file of this export computes it"
+        return StepContract(None, note), StepContract(feeds_for(1), "")
     note0 = "use_cache_branch False: the no-cache branch runs" if kv.merged else ""
     note_n = "use_cache_branch True: the cache branch runs" if kv.merged else ""
     return StepContract(feeds_for(0), note0), StepContract(feeds_for(1), note_n)

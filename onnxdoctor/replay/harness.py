@@ -53,6 +53,15 @@ SENSITIVITY_HEALTHY = 0.3
 SENSITIVITY_FLOOR = 0.01
 
 
+def _refusal_note(finding: Finding) -> str:
+    missing = finding.evidence.get("missing_inputs") or []
+    lacking = f" (the graph has no {', '.join(missing)})" if missing else ""
+    return (
+        f"not replayed: no file of this export computes the cross-attention cache {finding.location.file} takes"
+        f"{lacking}; replay will not invent a cache the model must compute ({finding.code})"
+    )
+
+
 @dataclass
 class ReplayOptions:
     steps: int = 4  # decode steps after step 0
@@ -621,8 +630,13 @@ class Replayer:
                 self.runtime.session(scenario.path(signature))
         configured = self.options
         for scenario in scenarios:
+            refusal = self._uncomputed_cross_cache(scenario)
+            if refusal is not None:  # the model must compute this cache; inventing one would prove nothing
+                self._add(refusal)
+                results.append(ScenarioResult(scenario, notes=[_refusal_note(refusal)]))
+                continue
             self.progress(f"replaying {scenario.describe()}")
-            notes: list[str] = []
+            notes: list[str] = self._cache_notes(scenario)
             self.options = self._adapt(scenario, notes)
             rng = np.random.default_rng(self.options.seed)
             schedule = self.options.schedule()
@@ -659,6 +673,32 @@ class Replayer:
                     evidence={"position_sensitivity": sensitivity, "floor": SENSITIVITY_FLOOR, "positions": sum(r.shape[0] for r in rows)},
                 )
             )
+
+    def _uncomputed_cross_cache(self, scenario: Scenario) -> Finding | None:
+        """ODS014 for a scenario whose cross-attention cache replay would have to synthesize: no file of the export
+        computes it, so the model cannot decode and a made-up cache would hide that."""
+        from onnxdoctor.inspectors.export_folder import cross_gap_finding
+
+        if scenario.name != "single" or scenario.stepn is None or scenario.stepn.kv is None or not scenario.stepn.kv.cross_pairs():
+            return None
+        return cross_gap_finding(self._context(scenario.stepn))
+
+    def _cache_notes(self, scenario: Scenario) -> list[str]:
+        """What replay had to assume about the cache, said in the scenario's notes."""
+        export = self._context(scenario.step0).export
+        kv = scenario.step0.kv
+        notes = []
+        if scenario.name == "single" and kv is not None and any(p.past is not None for p in kv.cross_pairs()):
+            notes.append(
+                "cross-attention cache synthesized (seeded random): no file replayed here computes it; replay the whole "
+                "export folder to use the real one"
+            )
+        if scenario.stepn is None and kv is not None and kv.mode == "no_past" and export is not None and export.presents_taker(scenario.step0) is None:
+            notes.append(
+                "decoded without a cache (the whole prefix every step): no file of this export takes the presents back "
+                "as past inputs (see ODS015)"
+            )
+        return notes
 
     def _check_padding(self, scenario: Scenario, tokens: np.ndarray, mask: np.ndarray, pad: int, schedule: list[int], result: ScenarioResult) -> None:
         if len(result.logits) < len(schedule):

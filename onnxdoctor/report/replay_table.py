@@ -31,7 +31,7 @@ def render_replay(report: ReplayReport) -> str:
             headers=["step", "file", "new", "past", "present len seen/expected", "|cached-uncached|", "ms", "verdict"],
             tablefmt="simple",
         )
-        lines = [f"== replay: {result.scenario.describe()}", table]
+        lines = [f"== replay: {result.scenario.describe()}", table if rows else "   no step run"]
         if result.steps:
             first = result.steps[0]
             lines.append("   step 0 feeds: " + textwrap.shorten(_shapes(first.feeds, 6), 140))
