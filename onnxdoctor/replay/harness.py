@@ -165,8 +165,9 @@ class ReplayReport:
             because = f" because {_failure_cause(finding)}" if finding is not None else f" ({failed.verdict})"
             if passed:
                 steps = "step 0 passes" if passed == [0] else f"steps {', '.join(map(str, passed))} pass"
+                tested = "step 0" if passed == [0] else f"steps 0-{passed[-1]}"
                 parts.append(
-                    f"{where} {steps}; step {failed.step} fails{because}. A client that tests only step 0 at these shapes "
+                    f"{where} {steps}; step {failed.step} fails{because}. A client that tests only {tested} at these shapes "
                     "gets a false green."
                 )
             else:
@@ -745,9 +746,11 @@ class Replayer:
         mask = np.ones_like(tokens)
         mask[:, : shapes.past_len] = 0
         self._pass = shapes
+        # an uncached recompute of the whole sequence is longer than any export-time shape: the general pass does it
+        inside = replace(scenario, uncached=None)
         try:
             result = self._decode(
-                scenario, tokens, mask, schedule, check=True, rng=np.random.default_rng(self.options.seed + 1), prefilled=shapes.past_len
+                inside, tokens, mask, schedule, check=True, rng=np.random.default_rng(self.options.seed + 1), prefilled=shapes.past_len
             )
         finally:
             self._pass = None
@@ -757,9 +760,9 @@ class Replayer:
         more = f" (+{len(shapes.fixed) - 4} more)" if len(shapes.fixed) > 4 else ""
         result.notes.append(f"export-time shapes from the {shapes.source}: {read}{more}")
         if shapes.past_len:
-            result.notes.append(
-                f"step 0 feeds a zero past of length {shapes.past_len} hidden by the attention mask: the cache length is fixed at export"
-            )
+            hidden = "hidden by the attention mask" if scenario.step0.input(roles.ATTENTION_MASK) else "(no attention_mask can hide it)"
+            result.notes.append(f"step 0 feeds a zero past of length {shapes.past_len} {hidden}: the cache length is fixed at export")
+        result.notes.append("cached == uncached is checked by the general pass: a recompute of the whole sequence exceeds these shapes")
         result.notes.extend(n for n in notes if not n.startswith("batch "))
         return result
 
