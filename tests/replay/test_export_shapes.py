@@ -99,3 +99,11 @@ def test_json_marks_the_export_shapes_pass(empty_past_export: Path) -> None:
     assert [s["protocol"] for s in data["scenarios"]] == ["export-time shapes", "general"]
     assert data["scenarios"][0]["export_shapes"]["past_len"] == 0
     assert data["findings"][0]["location"]["step"] == 1
+
+
+def test_doctor_report_puts_the_users_step_first() -> None:
+    from onnxdoctor.doctor import diagnose
+
+    report = diagnose(FIXTURES / "broken-torch-no-dynamic-axes", steps=2)
+    steps = [f.location.step for f in report.findings if f.code == "ODX401"]
+    assert steps == [1, 0] and "step 0 passes" in report.verdict
