@@ -107,7 +107,11 @@ def diagnose(
         replayed = Replayer(report, options).run()
         findings += [f for f in replayed.findings if f not in findings]  # replay repeats a static ODS014 it refused on
         verdict = replayed.verdict()
-    return Report(str(path), sort_findings(findings), verdict, report)
+    ordered = sorted(  # within a code, replay's export-time-shapes finding (the step the user hit) first
+        sort_findings(findings),
+        key=lambda f: (f.severity.rank, f.location.file or "", f.code, f.evidence.get("protocol") != "export-time shapes"),
+    )
+    return Report(str(path), ordered, verdict, report)
 
 
 __all__ = ["Report", "decoder_files", "diagnose"]

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -306,6 +307,7 @@ class RecoveryEngine:
         self.unsafe_fixes = unsafe_fixes
         self.steps = steps
         self.progress = progress or (lambda _m: None)
+        self._fixed_names: dict[str, list[str]] = {}
         if not Path(path).exists():
             from onnxdoctor.errors import UnusableInputError
 
@@ -323,6 +325,7 @@ class RecoveryEngine:
     def run(self, *, dry_run: bool = False) -> FixReport:
         self.progress(f"diagnosing {self.path}")
         before = self._diagnose(self.path)
+        self._fixed_names = self._names(before)
         if self.feeds:
             from onnxdoctor.findings import sort_findings
             from onnxdoctor.replay.feedcheck import FeedChecker
@@ -331,6 +334,8 @@ class RecoveryEngine:
             self.progress(f"checking {len(self.feeds)} recorded client steps")
             client = FeedChecker(before.inspect).run(self.feeds)
             before.findings = sort_findings(before.findings + client.findings)
+        if self.kind == "torch" and before.problems():
+            self._check_factory(before)
         attempts, notes = ([], ["no error or warning findings: nothing to fix"]) if not before.problems() else plan_attempts(
             before, self.source, self.kind, adapter=self.adapter, user=self.user
         )
@@ -355,6 +360,44 @@ class RecoveryEngine:
                 self._attempt(attempt, before)
         self._explain_baked(report)
         return report
+
+    def _names(self, report: Report) -> dict[str, list[str]]:
+        """The fixed model's own input and output names: what its clients feed, so a re-export keeps them."""
+        signatures = _decoder_signatures(report)
+        if not signatures:
+            return {}
+        return {"inputs": [t.name for t in signatures[0].inputs], "outputs": [t.name for t in signatures[0].outputs]}
+
+    def _worker(self, spec: dict[str, Any], folder: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+        spec_path = folder / "export_spec.json"
+        spec_path.write_text(json.dumps(spec, indent=2))
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+        command = [sys.executable, "-m", "onnxdoctor.recovery.export_worker", *flags, str(spec_path)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=self.timeout, env=env)
+
+    def _check_factory(self, before: Report) -> None:
+        """Load the user's torch factory once, in a worker, before planning: a factory that raises or returns
+        something torch.onnx.export does not take is bad input (one line, exit 2), not three failed attempts.
+
+        A crash or a hang is left to the attempts, which record its last lines under the time limit.
+        """
+        from onnxdoctor.recovery.export_worker import FACTORY_ERROR
+
+        self.progress(f"loading the factory {self.source}")
+        spec = {"exporter": "torch", "source": self.source, "names": self._names(before)}
+        with tempfile.TemporaryDirectory(prefix="onnxdoctor-check-") as folder:
+            try:
+                completed = self._worker(spec, Path(folder), "--check")
+            except subprocess.TimeoutExpired:
+                return
+        if completed.returncode == FACTORY_ERROR:
+            line = next((l for l in completed.stderr.splitlines() if l.startswith("factory error: ")), completed.stderr.strip()[-300:])
+            raise UsageError(f"--source {self.source}: {line.removeprefix('factory error: ')}")
+        if completed.returncode == 0:
+            info = json.loads(completed.stdout.strip().splitlines()[-1])
+            self.progress(
+                f"factory returns a {info['form']} with {info['tensors']} input tensors; input names from {info['input_names_from']}"
+            )
 
     def _run_surgery(self, report: FixReport) -> None:
         """Fixes chain: each kept fix becomes the input of the next plan, until nothing more applies."""
@@ -434,13 +477,10 @@ class RecoveryEngine:
             "settings": attempt.settings,
             "out": str(export_dir),
             "work": str(attempt.out),
+            "names": self._fixed_names,
         }
-        spec_path = attempt.out / "export_spec.json"
-        spec_path.write_text(json.dumps(spec, indent=2))
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-        command = [sys.executable, "-m", "onnxdoctor.recovery.export_worker", str(spec_path)]
         try:
-            completed = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout, env=env)
+            completed = self._worker(spec, attempt.out)
         except subprocess.TimeoutExpired as exc:
             output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
             errors = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")

@@ -4,13 +4,20 @@ The recovery engine starts this with a time limit, so an exporter that crashes (
 hangs cannot take onnxdoctor down; the last lines it printed become the failed attempt's evidence.
 The spec (JSON) says which exporter, which source and which settings; outputs go to spec["out"].
 
-torch sources are a user's own entry `file.py:function`, returning a dict with `model` (the
-module), `args` (example inputs, a tuple), `input_names`, `output_names`.
+torch sources are a user's own entry `file.py:function` returning what torch.onnx.export takes:
+`(module, example_inputs, input_names, output_names)`, `(module, example_inputs)`, or a dict with
+`model`, `args` and optionally `kwargs`, `input_names`, `output_names`. Missing input names come
+from the model being fixed when the example has as many tensors (its clients feed those names),
+else from the forward's signature; missing output names from the model being fixed.
+
+`python -m onnxdoctor.recovery.export_worker --check SPEC.json` only loads the factory and checks
+what it returns: a bad factory is exit 3 with one `factory error:` line, before any attempt.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -65,62 +72,246 @@ def export_optimum(spec: dict[str, Any]) -> None:
     )
 
 
-def _load_entry(entry: str) -> dict[str, Any]:
+FACTORY_ERROR = 3  # exit status of a factory that raises or returns something torch.onnx.export does not take
+
+
+class FactoryError(Exception):
+    """The user's factory raised or returned something unusable: one line for the user, no attempt."""
+
+
+def _load_entry(entry: str) -> Any:
     file_name, _, function = entry.rpartition(":")
     if not file_name or not function:
-        raise SystemExit(f"torch source must be file.py:function, got {entry!r}")
+        raise FactoryError(f"torch source must be file.py:function, got {entry!r}")
     spec = importlib.util.spec_from_file_location("onnxdoctor_user_entry", file_name)
     if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot import {file_name}")
+        raise FactoryError(f"cannot import {file_name}")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(Path(file_name).resolve().parent))
-    spec.loader.exec_module(module)
-    result = getattr(module, function)()
-    missing = {"model", "args", "input_names", "output_names"} - set(result)
-    if missing:
-        raise SystemExit(f"{entry} must return a dict with model, args, input_names, output_names (missing {sorted(missing)})")
-    return result
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's module: any error is theirs, said in one line
+        raise FactoryError(f"importing {file_name} raised {type(exc).__name__}: {exc}") from None
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        raise FactoryError(f"{file_name} has no function {function!r}")
+    try:
+        return factory()
+    except Exception as exc:  # noqa: BLE001
+        raise FactoryError(f"{entry}() raised {type(exc).__name__}: {exc}") from None
+
+
+_FORMS = (
+    "return (module, example_inputs, input_names, output_names) as for torch.onnx.export, (module, example_inputs), "
+    "or a dict with model, args and optionally kwargs, input_names, output_names"
+)
+
+
+def _names(value: Any, what: str, entry: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value):
+        raise FactoryError(f"{entry}: {what} must be a list of strings, got {type(value).__name__}")
+    return list(value)
+
+
+def normalize_entry(result: Any, entry: str, default_names: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """What the factory returned, as model / args / kwargs / input_names / output_names (names filled in)."""
+    import torch
+
+    if isinstance(result, dict):
+        unknown = set(result) - {"model", "args", "kwargs", "input_names", "output_names"}
+        if "model" not in result or "args" not in result or unknown:
+            raise FactoryError(f"{entry} returned a dict with keys {sorted(map(str, result))}: {_FORMS}")
+        form = "dict"
+        model, args, kwargs = result["model"], result["args"], result.get("kwargs") or {}
+        input_names, output_names = result.get("input_names"), result.get("output_names")
+    elif isinstance(result, (tuple, list)) and len(result) in (2, 4):
+        form = f"{len(result)}-tuple"
+        model, args = result[0], result[1]
+        kwargs = {}
+        input_names, output_names = (result[2], result[3]) if len(result) == 4 else (None, None)
+    else:
+        kind = f"a {len(result)}-tuple" if isinstance(result, (tuple, list)) else type(result).__name__
+        raise FactoryError(f"{entry} returned {kind}: {_FORMS}")
+    if not isinstance(model, torch.nn.Module):
+        raise FactoryError(f"{entry}: the module must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(args, torch.Tensor):
+        args = (args,)
+    if not isinstance(args, (tuple, list)):
+        raise FactoryError(f"{entry}: example_inputs must be a tensor or a tuple of inputs, got {type(args).__name__}")
+    if not isinstance(kwargs, dict):
+        raise FactoryError(f"{entry}: kwargs must be a dict, got {type(kwargs).__name__}")
+    args = tuple(args)
+    if args and isinstance(args[-1], dict) and not kwargs and not _binds(model, args, {}):
+        args, kwargs = args[:-1], dict(args[-1])  # torch.onnx's convention: a trailing dict holds keyword inputs
+    if not _binds(model, args, kwargs):
+        raise FactoryError(
+            f"{entry}: the example inputs ({len(args)} positional, keywords {sorted(kwargs)}) do not fit "
+            f"{type(model).__name__}.forward{inspect.signature(model.forward)}"
+        )
+    leaves = _leaf_paths(model, args, kwargs)
+    defaults = default_names or {}
+    names = _names(input_names, "input_names", entry)
+    names_from = "factory"
+    if names is None:
+        fixed = defaults.get("inputs") or []
+        names, names_from = (list(fixed), "the model being fixed") if len(fixed) == len(leaves) else (leaves, "the forward signature")
+    outputs = _names(output_names, "output_names", entry)
+    if outputs is None:
+        outputs = list(defaults.get("outputs") or [])
+    return {
+        "model": model, "args": args, "kwargs": kwargs, "input_names": names, "output_names": outputs,
+        "form": form, "input_names_from": names_from, "tensors": len(leaves),
+    }
+
+
+def _binds(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    try:
+        inspect.signature(model.forward).bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _leaf_paths(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+    """A name per example tensor, in the order the exporters flatten them: parameter, then index or key."""
+    import torch
+
+    bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
+    names: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, torch.Tensor):
+            names.append(path)
+        elif isinstance(value, (tuple, list)):
+            for i, item in enumerate(value):
+                walk(item, f"{path}_{i}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, str(key))
+
+    for name, value in bound.items():
+        walk(value, name)
+    return names
+
+
+def dynamic_shapes_for(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], input_names: list[str], dynamic_axes: dict[str, dict[int, str]]) -> dict[str, Any]:
+    """torch.export's dynamic_shapes, shaped like the forward's signature: one entry per parameter.
+
+    A positional or keyword parameter gets its tensor's axes, *varargs a tuple with one entry per
+    extra argument, a dict input a dict per key, **kwargs a dict per keyword. Tensors take the ONNX
+    input names in flattening order, and their dynamic axes by name.
+    """
+    import torch
+
+    names = iter(input_names)
+
+    def spec(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            axes = dynamic_axes.get(next(names, ""), {})
+            return {axis: torch.export.Dim.DYNAMIC for axis in axes} or None
+        if isinstance(value, (tuple, list)):
+            return type(value)(spec(item) for item in value)
+        if isinstance(value, dict):
+            return {key: spec(item) for key, item in value.items()}
+        return None
+
+    signature = inspect.signature(model.forward)
+    return {name: spec(value) for name, value in signature.bind(*args, **kwargs).arguments.items()}
+
+
+def _keyword_dict_inputs(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """torch.onnx.export reads a trailing dict in args as keyword inputs; a dict-valued parameter goes in kwargs by name instead."""
+    signature = inspect.signature(model.forward)
+    bound = signature.bind(*args, **kwargs).arguments
+    args, kwargs = tuple(args), dict(kwargs)
+    while args and isinstance(args[-1], dict):
+        name = list(bound)[len(args) - 1]
+        if signature.parameters[name].kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            break
+        kwargs = {name: args[-1], **kwargs}
+        args = args[:-1]
+    return args, kwargs
+
+
+def _flat_module(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
+    """The legacy exporter traces positional tensors only: a module taking every example tensor positionally,
+    in flattening order, that rebuilds the forward's own arguments (keyword-only, dicts, nested tuples)."""
+    import torch
+    from torch.utils import _pytree
+
+    leaves, structure = _pytree.tree_flatten((args, kwargs))
+    slots = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
+
+    class Flat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> Any:
+            filled = list(leaves)
+            for slot, tensor in zip(slots, tensors):
+                filled[slot] = tensor
+            call_args, call_kwargs = _pytree.tree_unflatten(filled, structure)
+            return self.model(*call_args, **call_kwargs)
+
+    return Flat().eval(), tuple(leaves[i] for i in slots)
+
+
+def check_torch(spec: dict[str, Any]) -> dict[str, Any]:
+    """Load the factory once and say what it gave: the engine refuses a bad one before any attempt."""
+    entry = normalize_entry(_load_entry(spec["source"]), spec["source"], spec.get("names"))
+    return {k: entry[k] for k in ("form", "input_names", "output_names", "input_names_from", "tensors")}
 
 
 def export_torch(spec: dict[str, Any]) -> None:
+    settings = spec["settings"]
+    entry = normalize_entry(_load_entry(spec["source"]), spec["source"], spec.get("names"))  # the factory's own output first
     import torch
 
-    settings = spec["settings"]
-    entry = _load_entry(spec["source"])
     model = entry["model"].eval()
-    args = tuple(entry["args"])
+    args, kwargs = entry["args"], entry["kwargs"]
     out = Path(spec["out"]) / "model.onnx"
-    input_names, output_names = list(entry["input_names"]), list(entry["output_names"])
+    input_names, output_names = entry["input_names"], entry["output_names"]
+    _log(f"factory form {entry['form']}: {entry['tensors']} input tensors, input names from {entry['input_names_from']}")
     dynamic_axes = {name: {int(k): v for k, v in axes.items()} for name, axes in settings.get("dynamic_axes", {}).items()}
     if settings.get("dynamo"):
-        # torch.export wants shapes per positional argument; names follow the ONNX input names
-        shapes = tuple(
-            {axis: torch.export.Dim.DYNAMIC for axis in dynamic_axes.get(name, {})} or None
-            for name in input_names[: len(args)]
-        )
-        _log(f"torch.onnx.export dynamo=True opset={settings.get('opset')} dynamic_shapes for {sum(1 for s in shapes if s)} inputs")
+        shapes = dynamic_shapes_for(model, args, kwargs, input_names, dynamic_axes)
+        args, kwargs = _keyword_dict_inputs(model, args, kwargs)
+        _log(f"torch.onnx.export dynamo=True opset={settings.get('opset')} dynamic_shapes for parameters {', '.join(shapes)}")
         torch.onnx.export(
-            model, args, str(out), dynamo=True, external_data=False, dynamic_shapes=shapes,
-            input_names=input_names, output_names=output_names, opset_version=settings.get("opset"),
+            model, args, str(out), kwargs=kwargs or None, dynamo=True, external_data=False, dynamic_shapes=shapes,
+            input_names=input_names, output_names=output_names or None, opset_version=settings.get("opset"),
         )
     else:
         _log(f"torch.onnx.export dynamo=False opset={settings.get('opset')} dynamic_axes for {len(dynamic_axes)} tensors")
+        if kwargs or any(isinstance(a, (dict, list, tuple)) for a in args):
+            model, args = _flat_module(model, args, kwargs)
         torch.onnx.export(
-            model, args, str(out), dynamo=False, input_names=input_names, output_names=output_names,
-            dynamic_axes=dynamic_axes or None, opset_version=settings.get("opset") or 17,
-            do_constant_folding=settings.get("constant_folding", True),
+            model, args, str(out), dynamo=False, input_names=input_names, output_names=output_names or None,
+            dynamic_axes={k: v for k, v in dynamic_axes.items() if k in set(input_names) | set(output_names)} or None,
+            opset_version=settings.get("opset") or 17, do_constant_folding=settings.get("constant_folding", True),
         )
 
 
 def main() -> None:
-    spec = json.loads(Path(sys.argv[1]).read_text())
-    Path(spec["out"]).mkdir(parents=True, exist_ok=True)
-    if spec["exporter"] == "optimum":
-        export_optimum(spec)
-    elif spec["exporter"] == "torch":
-        export_torch(spec)
-    else:
-        raise SystemExit(f"unknown exporter {spec['exporter']!r}")
+    check = sys.argv[1] == "--check"
+    spec = json.loads(Path(sys.argv[-1]).read_text())
+    try:
+        if check:
+            print(json.dumps(check_torch(spec)), flush=True)
+            return
+        Path(spec["out"]).mkdir(parents=True, exist_ok=True)
+        if spec["exporter"] == "optimum":
+            export_optimum(spec)
+        elif spec["exporter"] == "torch":
+            export_torch(spec)
+        else:
+            raise SystemExit(f"unknown exporter {spec['exporter']!r}")
+    except FactoryError as exc:
+        print(f"factory error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(FACTORY_ERROR) from None
     _log("done")
 
 

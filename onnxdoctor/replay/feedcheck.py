@@ -88,8 +88,9 @@ POSITIONS = register(
 CACHE_BRANCH = register(
     Rule(
         "ODF507", "cache-branch-misuse", Severity.ERROR, "use_cache_branch True with a dummy past, or False after step 0",
-        what="A merged decoder's use_cache_branch is True while the past is empty/dummy (step 0), or False once there is a cache.",
-        why="True at step 0 runs the cache branch on empty encoder K/V and returns placeholders; False later recomputes from the new tokens only and forgets the past.",
+        what="A merged decoder's use_cache_branch is True where no present came before (step 0, whatever dummy pasts are fed), or False once there is a cache. "
+        "True at step 0 is reported first, as the root cause of the wrong pasts it goes with (ODF503/ODF504 marked caused_by ODF507).",
+        why="True at step 0 runs the cache branch on empty or dummy encoder K/V and returns placeholders, which the next step feeds back (ODF508); False later recomputes from the new tokens only and forgets the past.",
         example="use_cache_branch=[True] at step 0 with 0-length pasts.",
         fix="Step 0: use_cache_branch=[False] with empty dummies; every later step: [True] with the previous presents.",
         fix_safety="Client-side change only.",
@@ -214,7 +215,14 @@ class FeedReport:
         first = earliest_error(self.findings)
         if first is None:
             return f"The {len(self.steps)} recorded steps follow the contract and run: the feeds are right."
-        return f"First deviation at step {first.location.step}: {first.code} {first.name} ({first.location.name})."
+        caused = [f for f in self.findings if f.evidence.get("caused_by") == first.code and f.location.step == first.location.step]
+        also = (
+            f"; it also makes {', '.join(sorted({str(f.location.name) for f in caused}))} wrong "
+            f"({', '.join(sorted({f.code for f in caused}))})"
+            if caused
+            else ""
+        )
+        return f"First deviation at step {first.location.step}: {first.code} {first.name} ({first.location.name}){also}."
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -227,6 +235,20 @@ class FeedReport:
             "verdict": self.verdict(),
             "findings": [f.to_dict() for f in self.findings],
         }
+
+
+def _causes_first(findings: list[Finding]) -> list[Finding]:
+    """A root cause before the findings it explains (evidence `caused_by`), each group in report order."""
+    return sorted(findings, key=lambda f: (f.severity.rank, "caused_by" in f.evidence))
+
+
+def _linked(findings: list[Finding], cause: Finding) -> list[Finding]:
+    """Mark findings as consequences of `cause`: the client fixes the cause, and these go away with it."""
+    return [
+        Finding(f.code, f.name, f.severity, f"{f.message} (a consequence of {cause.code} at step {cause.location.step})", f.location,
+                {**f.evidence, "caused_by": cause.code}, f.fix, f.remedy)
+        for f in findings
+    ]
 
 
 def load_feeds(path: Path) -> dict[str, np.ndarray]:
@@ -308,7 +330,7 @@ class FeedChecker:
                     findings.append(failure)
             if findings:
                 record.verdict = "deviates"
-                result.findings = sort_findings(findings)
+                result.findings = _causes_first(sort_findings(findings))
                 return result
             assert outputs is not None
             outputs = _recorded_outputs(path) or outputs  # what the client really got, when it saved it
@@ -363,10 +385,13 @@ class FeedChecker:
         findings += self._check_tokens(sig, feeds, step)
         if findings:
             return findings
+        root = self._check_first_cache_branch(sig, feeds, step, history)
+        if root is not None:
+            return [root, *_linked(self._consequences_of_cache_branch(sig, feeds, step), root)]
         ids = sig.input(roles.INPUT_IDS)
         if step > 0 and ids is not None and history.tokens is not None and self._past_len(sig, feeds) > 0:
             findings += self._check_fed_twice(sig, feeds[ids.name], step, history)  # explains the shape mismatches it causes
-        findings = findings or self._check_shared_dims(sig, feeds, step, self._batches)
+        findings = findings or self._check_shared_dims(sig, feeds, step, self._batches, self._proven(sig, feeds, history))
         if findings:
             return findings
         kv = sig.kv
@@ -394,7 +419,7 @@ class FeedChecker:
         mask_tensor = sig.input(roles.ATTENTION_MASK)
         mask = feeds[mask_tensor.name] if mask_tensor is not None else None
         if switch is not None and not recompute:
-            findings += self._check_switch(sig, switch.name, use_cache, past_len, step)
+            findings += self._check_switch(sig, switch.name, use_cache, past_len, step)  # False after step 0
         findings += self._check_cross(sig, feeds, step, use_cache, history.cross_at_step0)
         if step > 0 and not recompute and history.outputs is not None and history.signature is not None and use_cache:
             findings += self._check_stale(sig, feeds, step, history.outputs, history.signature)
@@ -644,14 +669,20 @@ class FeedChecker:
             fix=fix + ".",
         )
 
-    def _check_shared_dims(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, batches: dict[str, int]) -> list[Finding]:
-        """Inputs sharing a dim (one symbol, or the batch role) must agree; the token inputs are the reference.
+    def _check_shared_dims(
+        self, sig: Signature, feeds: dict[str, np.ndarray], step: int, batches: dict[str, int], proven: frozenset[str] = frozenset()
+    ) -> list[Finding]:
+        """Inputs sharing a dim (one symbol, or the batch role) must agree; the ones that disagree with the reference are named.
 
-        ORT does not enforce this: a mask of the wrong length is broadcast or fails deep in a node.
+        The reference is what the client cannot get wrong without everything else failing first: the
+        tokens, then the encoder's output and its mask, then the decoder mask; a cache is the reference
+        only where it is exactly what the model returned (`proven`), else it is the suspect. Among
+        inputs of the same rank the majority wins. ORT does not enforce any of this: a mask of the
+        wrong length is broadcast or fails deep in a node.
         """
         switch = sig.input(roles.USE_CACHE_BRANCH)
         dummies = switch is not None and not bool(feeds[switch.name].reshape(-1)[0])  # merged step 0: pasts are ignored
-        priority = {roles.INPUT_IDS: 0, roles.INPUTS_EMBEDS: 0, roles.ENCODER_HIDDEN_STATES: 2, roles.ATTENTION_MASK: 4}
+        priority = {roles.INPUT_IDS: 0, roles.INPUTS_EMBEDS: 0, roles.ENCODER_HIDDEN_STATES: 1, roles.ENCODER_ATTENTION_MASK: 2, roles.ATTENTION_MASK: 3}
         groups: dict[str, list[tuple[int, str, int, int]]] = {}
         for tensor in sig.inputs:
             value = feeds.get(tensor.name)
@@ -659,26 +690,38 @@ class FeedChecker:
                 continue
             if tensor.cache is not None and (dummies or value.size == 0):
                 continue  # dummies and empty or placeholder caches have their own checks
-            rank = priority.get(tensor.role, 1 if tensor.cache is not None and tensor.cache.attention == "cross" else 3)
+            rank = 0 if tensor.name in proven else priority.get(tensor.role, 5 if tensor.cache is not None else 4)
             for axis, dim in enumerate(tensor.dims):
                 linear = dim.linear
                 if dim.is_static or linear is None or linear.constant != 0 or len(linear.terms) != 1 or linear.terms[0][1] != 1:
                     continue
                 groups.setdefault(linear.terms[0][0], []).append((rank, tensor.name, axis, int(value.shape[axis])))
         if len(set(batches.values())) > 1:
-            groups["batch (by role)"] = [(priority.get(sig.tensor(n).role, 3) if sig.tensor(n) else 3, n, 0, b) for n, b in batches.items()]  # type: ignore[union-attr]
+            groups["batch (by role)"] = [
+                (0 if n in proven else priority.get(t.role, 5 if t.cache is not None else 4) if (t := sig.tensor(n)) else 4, n, 0, b)
+                for n, b in batches.items()
+            ]
         for symbol, entries in groups.items():
             if len({value for *_, value in entries}) < 2:
                 continue
-            anchor = min(entries)
+            best = min(rank for rank, *_ in entries)
+            peers = [e for e in entries if e[0] == best]
+            common = max({e[3] for e in peers}, key=lambda v: (sum(1 for e in peers if e[3] == v), -min(i for i, e in enumerate(peers) if e[3] == v)))
+            anchor = next(e for e in peers if e[3] == common)
             odd = [e for e in entries if e[3] != anchor[3]]
             first = odd[0]
-            listed = ", ".join(f"{name} axis {axis} = {value}" for _, name, axis, value in odd[:4])
+            def named(name: str) -> str:
+                pair = self._pair_of(sig, name)
+                return f"{name} ({_cache_text(pair)})" if pair is not None else name
+
+            listed = ", ".join(f"{named(name) if i == 0 else name} axis {axis} = {value}" for i, (_, name, axis, value) in enumerate(odd[:4]))
             return [
                 WRONG_SHAPE.finding(
                     f"step {step}: {listed}, but {anchor[1]} axis {anchor[2]} = {anchor[3]} and they share the dim {symbol!r}",
                     self._at(sig, first[1], step, first[2]),
                     evidence={"dim": symbol, "expected": anchor[3], "reference": anchor[1], "mismatches": [{"input": n, "axis": a, "observed": v} for _, n, a, v in odd]},
+                    fix=f"Feed {first[1]} with axis {first[2]} = {anchor[3]}, the {symbol!r} of {anchor[1]} at this step "
+                    "(`onnxdoctor contract PATH` gives every input's shape)",
                 )
             ]
         return []
@@ -689,16 +732,81 @@ class FeedChecker:
             return None
         return next((p for p in sig.kv.pairs if p.past is not None and p.past.name == name), None)
 
-    def _check_switch(self, sig: Signature, name: str, use_cache: bool, past_len: int, step: int) -> list[Finding]:
-        if step == 0 and use_cache and past_len == 0:
-            return [
-                CACHE_BRANCH.finding(
-                    f"step 0: {name}=[True] with empty pasts: the cache branch runs on an empty cache and returns "
-                    "placeholders for the cross-attention cache; feed [False] at step 0",
-                    self._at(sig, name, step),
-                    evidence={"observed": True, "expected": False, "past_len": past_len},
+    def _proven(self, sig: Signature, feeds: dict[str, np.ndarray], history: _History) -> frozenset[str]:
+        """Cache inputs fed exactly as the model returned them (step n-1's presents, step 0's encoder cache): right by construction."""
+        if sig.kv is None or history.outputs is None or history.signature is None or history.signature.kv is None:
+            return frozenset()
+        returned = {(p.layer, p.attention, p.part): p.present.name for p in history.signature.kv.pairs if p.present is not None}
+        proven = set()
+        for pair in sig.kv.pairs:
+            if pair.past is None or pair.past.name not in feeds:
+                continue
+            fed = feeds[pair.past.name]
+            if pair.attention == "cross":
+                kept = history.cross_at_step0.get((pair.layer, pair.part))
+            else:
+                name = returned.get((pair.layer, pair.attention, pair.part))
+                kept = history.outputs.get(name) if name is not None else None
+            if kept is not None and fed.size and fed.shape == kept.shape and np.array_equal(fed, kept.astype(fed.dtype)):
+                proven.add(pair.past.name)
+        return frozenset(proven)
+
+    def _check_first_cache_branch(self, sig: Signature, feeds: dict[str, np.ndarray], step: int, history: _History) -> Finding | None:
+        """use_cache_branch True where no present came before (step 0): the root cause of what else is wrong at this step."""
+        switch = sig.input(roles.USE_CACHE_BRANCH)
+        if switch is None or sig.kv is None or feeds[switch.name].size == 0 or not bool(feeds[switch.name].reshape(-1)[0]):
+            return None
+        previous = history.outputs or {}
+        before = history.signature.kv if history.signature is not None else None
+        had_presents = before is not None and any(p.present is not None and p.present.name in previous for p in before.self_pairs())
+        if step > 0 and had_presents:
+            return None
+        past_len = self._past_len(sig, feeds)
+        cross = [p for p in sig.kv.cross_pairs() if p.present is not None]
+        when = "at step 0" if step == 0 else f"at step {step}, with no present returned before it"
+        pasts = "empty pasts" if past_len == 0 else f"dummy pasts of length {past_len}"
+        consequence = (
+            f"; the cache branch does not compute the encoder cache, it returns placeholders for {cross[0].present.name} "  # type: ignore[union-attr]
+            f"(+{len(cross) - 1} more), so the next step would feed those back (ODF508)" if cross else ""
+        )
+        return CACHE_BRANCH.finding(
+            f"step {step}: {switch.name}=[True] {when}: there is no previous present to continue from, so the cache branch "
+            f"runs on {pasts}{consequence}. Feed [False] here (with empty pasts), [True] from the next step on",
+            self._at(sig, switch.name, step),
+            evidence={
+                "observed": True, "expected": False, "past_len": past_len,
+                "consequences": [f"placeholder {p.present.name} at step {step}, fed back at step {step + 1}" for p in cross],  # type: ignore[union-attr]
+            },
+        )
+
+    def _consequences_of_cache_branch(self, sig: Signature, feeds: dict[str, np.ndarray], step: int) -> list[Finding]:
+        """What else the misused switch makes wrong at this step: pasts that disagree with the encoder inputs, a dummy past."""
+        found = self._check_shared_dims(sig, feeds, step, self._batches)
+        mask_tensor = sig.input(roles.ATTENTION_MASK)
+        ids = sig.input(roles.INPUT_IDS)
+        past_len = self._past_len(sig, feeds)
+        pairs = [p for p in sig.kv.self_pairs() if p.past is not None and p.axes is not None] if sig.kv is not None else []
+        if step == 0 and past_len > 0 and ids is not None and pairs:
+            new = int(feeds[ids.name].shape[1]) if feeds[ids.name].ndim > 1 else 1
+            if mask_tensor is not None:
+                found += self._check_dummy(sig, feeds, pairs, past_len, new, feeds[mask_tensor.name], step)
+            else:
+                first = pairs[0].past
+                assert first is not None and pairs[0].axes is not None
+                found.append(
+                    DUMMY_PAST.finding(
+                        f"step 0: {first.name} ({_cache_text(pairs[0])}; +{len(pairs) - 1} more self-attention pasts) has cache "
+                        f"length {past_len} instead of an empty cache, and {sig.file} has no attention_mask that could hide it: the "
+                        "cache branch attends to it",
+                        self._at(sig, first.name, step, pairs[0].axes.cache),
+                        evidence={"past_len": past_len, "mask_length": None, "zero_filled": all(not np.any(feeds[p.past.name]) for p in pairs if p.past is not None)},
+                        fix=f"Feed {first.name} and every self-attention past with cache length 0 at step 0 (axis "
+                        f"{pairs[0].axes.cache} = 0), with use_cache_branch=[False]; ORT accepts 0-sized tensors.",
+                    )
                 )
-            ]
+        return found
+
+    def _check_switch(self, sig: Signature, name: str, use_cache: bool, past_len: int, step: int) -> list[Finding]:
         if step > 0 and not use_cache and past_len > 0:
             return [
                 CACHE_BRANCH.finding(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from onnxdoctor.model import roles
 from onnxdoctor.model.contract import build_contract
 from onnxdoctor.model.dims import format_dims
 from onnxdoctor.model.graph import GraphView
-from onnxdoctor.model.signature import Signature, TensorSig
+from onnxdoctor.model.signature import Signature, TensorSig, axis_roles
 from onnxdoctor.numerics.envelope import Drift, Envelope, envelope_for, judge, widened
 from onnxdoctor.numerics.metrics import Comparison, compare_logits, position_sensitivity
 from onnxdoctor.replay import oracles
@@ -104,11 +104,41 @@ class StepRecord:
 
 
 @dataclass
+class ExportShapes:
+    """The sizes an export was traced with, read back from its fixed dims: the shapes its own user ran first.
+
+    A trace without dynamic axes (or with sizes baked into Reshape targets) works at exactly these
+    sizes at step 0 and fails at the first step that grows the cache; replaying inside them first
+    reproduces what the user saw before the general protocol says what else fails.
+    """
+
+    batch: int
+    prompt_len: int
+    past_len: int
+    fixed: list[tuple[str, int, int]]  # (tensor or node, axis or entry, value) the sizes were read from
+    source: str  # where: "static input dims" and/or "baked Reshape targets"
+
+    def describe(self) -> str:
+        past = f", past {self.past_len}" if self.past_len else ""
+        return f"batch {self.batch}, {self.prompt_len} token{'s' if self.prompt_len != 1 else ''}{past}"
+
+
+@dataclass
 class ScenarioResult:
     scenario: Scenario
     steps: list[StepRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     logits: list[np.ndarray] = field(default_factory=list)  # new-token logits per step
+    export_shapes: ExportShapes | None = None  # set on the pass that replays inside the export-time shapes
+
+    @property
+    def protocol(self) -> str:
+        return "export-time shapes" if self.export_shapes is not None else "general"
+
+    def describe(self) -> str:
+        if self.export_shapes is None:
+            return self.scenario.describe()
+        return f"{self.scenario.describe()}, inside the export-time shapes ({self.export_shapes.describe()})"
 
 
 @dataclass
@@ -128,8 +158,56 @@ class ReplayReport:
     def counts(self) -> dict[str, int]:
         return {s.value: sum(1 for f in self.findings if f.severity is s) for s in Severity}
 
+    def _first_error(self) -> Finding | None:
+        """The error the user hit: the export-time-shapes pass's first, else the earliest of the general protocol."""
+        own = [f for f in self.findings if f.evidence.get("protocol") == EXPORT_SHAPES]
+        return earliest_error(own) or earliest_error(self.findings)
+
+    def _export_shapes_verdict(self) -> str:
+        """What the export-time-shapes pass showed, in the user's terms: which step passed, which failed and why."""
+        parts = []
+        for result in self.results:
+            shapes = result.export_shapes
+            if shapes is None or not result.steps:
+                continue
+            failed = next((s for s in result.steps if s.verdict != "ok"), None)
+            passed = [s.step for s in result.steps if s.verdict == "ok"]
+            where = f"With the export-time shapes of {result.scenario.step0.file} ({shapes.describe()})"
+            if failed is None:
+                parts.append(f"{where} every replayed step passes; other shapes fail (below).")
+                continue
+            finding = next(
+                (f for f in self.findings if f.evidence.get("protocol") == EXPORT_SHAPES and f.location.step == failed.step and f.severity is Severity.ERROR),
+                None,
+            )
+            because = f" because {_failure_cause(finding)}" if finding is not None else f" ({failed.verdict})"
+            if passed:
+                steps = "step 0 passes" if passed == [0] else f"steps {', '.join(map(str, passed))} pass"
+                tested = "step 0" if passed == [0] else f"steps 0-{passed[-1]}"
+                parts.append(
+                    f"{where} {steps}; step {failed.step} fails{because}. A client that tests only {tested} at these shapes "
+                    "gets a false green."
+                )
+            else:
+                parts.append(f"{where} step {failed.step} already fails{because}.")
+        return " ".join(parts)
+
     def verdict(self) -> str:
-        first = earliest_error(self.findings)
+        first = self._first_error()
+        told = self._export_shapes_verdict()
+        if told and first is not None:
+            general = earliest_error([f for f in self.findings if f.evidence.get("protocol") != EXPORT_SHAPES])
+            beyond = (
+                f" Under the general protocol (a {self.options.prompt_len}-token prompt, then a growing cache) "
+                f"it fails at step {general.location.step}: {general.code} {general.name}."
+                if general is not None and general.location.step is not None
+                else ""
+            )
+            where = f" at step {first.location.step}" if first.location.step is not None else ""
+            return (
+                f"{told} The model is broken{where}: {first.code} {first.name}.{beyond} "
+                "No client can decode it correctly until it is fixed."
+            )
         if first is None:
             steps = self.options.steps
             return (
@@ -140,7 +218,7 @@ class ReplayReport:
                 "differently: see `onnxdoctor contract PATH` and check its feeds with `onnxdoctor check-feeds`."
             )
         where = f" at step {first.location.step}" if first.location.step is not None else ""
-        return f"The model is broken{where}: {first.code} {first.name}. No client can decode it correctly until it is fixed."
+        return f"{told + ' ' if told else ''}The model is broken{where}: {first.code} {first.name}. No client can decode it correctly until it is fixed."
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -152,7 +230,13 @@ class ReplayReport:
             "scenarios": [
                 {
                     "name": r.scenario.name,
-                    "description": r.scenario.describe(),
+                    "description": r.describe(),
+                    "protocol": r.protocol,
+                    "export_shapes": None if r.export_shapes is None else {
+                        "batch": r.export_shapes.batch, "prompt_len": r.export_shapes.prompt_len, "past_len": r.export_shapes.past_len,
+                        "source": r.export_shapes.source,
+                        "fixed": [{"name": n, "axis": a, "value": v} for n, a, v in r.export_shapes.fixed],
+                    },
                     "notes": r.notes,
                     "steps": [s.to_dict() for s in r.steps],
                 }
@@ -163,6 +247,53 @@ class ReplayReport:
             "verdict": self.verdict(),
             "findings": [f.to_dict() for f in self.findings],
         }
+
+
+EXPORT_SHAPES = "export-time shapes"
+
+
+def _failure_cause(finding: Finding) -> str:
+    """Why a step failed, in a few words: the fixed dims that refused the feeds, else the node."""
+    mismatches = finding.evidence.get("mismatches")
+    if mismatches:
+        # the cache length first: it is what every decode loop must grow, whatever prompt it feeds
+        groups: dict[tuple[bool, Any, Any], list[str]] = {}
+        for m in sorted(mismatches, key=lambda m: not m.get("cache")):
+            if m.get("axis") is not None:
+                groups.setdefault((bool(m.get("cache")), m["axis"], m["expected"]), []).append(str(m["input"]))
+        fixed = [
+            f"{names[0]}{f' (and {len(names) - 1} more cache inputs)' if cache and len(names) > 1 else ''} axis {axis} is fixed to {value}"
+            + ("".join(f", {name} axis {axis} is fixed to {value}" for name in names[1:]) if not cache else "")
+            for (cache, axis, value), names in groups.items()
+        ]
+        if fixed:
+            return "; ".join(fixed[:4]) + (f" (+{len(fixed) - 4} more)" if len(fixed) > 4 else "")
+    node = finding.evidence.get("node")
+    if node:
+        provenance = finding.evidence.get("provenance") or []
+        why = f": {provenance[0]}" if provenance else f" ({finding.code})"
+        return f"{finding.evidence.get('op') or 'its'} node {node!r} fails{why}"
+    return f"{finding.code} {finding.name}"
+
+
+def _baked_sizes(evidence: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(batch | sequence, target entry, value) an ODR201 Reshape target holds for the traced sizes.
+
+    The tracer names the entries it could tie to a batch or sequence dim of the data. Past a batch
+    entry at 0, an activation [batch, tokens, ...] keeps its token axis at 1: a constant entry there
+    facing a symbolic data dim the tracer could not name is the traced token count.
+    """
+    sizes: list[tuple[str, int, int]] = []
+    named = {b.get("index"): b for b in evidence.get("baked", []) if isinstance(b.get("value"), int)}
+    for index, entry in named.items():
+        if entry.get("stands_for") in ("batch", "sequence"):
+            sizes.append((str(entry["stands_for"]), int(index), int(entry["value"])))
+    data, target = evidence.get("data_shape") or [], evidence.get("target") or []
+    batch_first = named.get(0, {}).get("stands_for") == "batch"
+    if batch_first and 1 not in named and len(data) > 1 and len(target) > 1 and isinstance(target[1], int):
+        if not str(data[1]).lstrip("-").isdigit() and target[1] > 0:
+            sizes.append(("sequence", 1, int(target[1])))
+    return sizes
 
 
 def _config_vocab(report: InspectReport) -> int | None:
@@ -190,6 +321,7 @@ class Replayer:
         self._self_noise: dict[str, float] = {}  # file -> largest drift of the prompt's logits between two of its runs
         self._comparisons: list[dict[str, Any]] = []  # every logits comparison, for the report and bench/
         self._vocab = _config_vocab(report)
+        self._pass: ExportShapes | None = None  # set while replaying inside the export-time shapes
 
     # ------------------------------------------------------------------ helpers
 
@@ -245,7 +377,13 @@ class Replayer:
 
     def _add(self, finding: Finding) -> None:
         """Record a finding; value oracles report only the first step where an output goes wrong
-        (later steps inherit the damage)."""
+        (later steps inherit the damage). Findings of the export-time-shapes pass say so, in the message and evidence."""
+        if self._pass is not None:
+            finding = replace(
+                finding,
+                message=f"with the export-time shapes ({self._pass.describe()}): {finding.message}",
+                evidence={**finding.evidence, "protocol": EXPORT_SHAPES, "export_shapes": self._pass.describe()},
+            )
         if finding.code in (oracles.NON_FINITE.code, oracles.FP16_RANGE.code, oracles.CACHE_DIVERGENCE.code):
             key = (finding.code, finding.location.file, finding.location.name)
             if any((f.code, f.location.file, f.location.name) == key for f in self.findings):
@@ -263,7 +401,9 @@ class Replayer:
                 continue
             for found in declaration_mismatches(tensor, value):
                 expected = str(found.expected) if found.kind == "rank" else found.expected
-                mismatches.append({"input": tensor.name, "axis": found.axis, "got": found.observed, "expected": expected})
+                mismatches.append(
+                    {"input": tensor.name, "axis": found.axis, "got": found.observed, "expected": expected, "cache": tensor.cache is not None}
+                )
         if not mismatches:
             return True
         shown = "; ".join(
@@ -393,14 +533,25 @@ class Replayer:
         *,
         check: bool,
         rng: np.random.Generator,
+        prefilled: int = 0,
     ) -> ScenarioResult:
-        """Run the schedule; with check=False only logits are collected (the padding reference)."""
+        """Run the schedule; with check=False only logits are collected (the padding reference).
+
+        `prefilled`: the first tokens are already "cached" at step 0 as a zero past that the mask hides
+        (a cache length fixed at export leaves a client no other way to call step 0).
+        """
         result = ScenarioResult(scenario)
         batch = tokens.shape[0]
-        state = DecodeState(tokens[:, : schedule[0]], mask[:, : schedule[0]])
+        state = DecodeState(tokens[:, : prefilled + schedule[0]], mask[:, : prefilled + schedule[0]])
         self._encode(scenario, batch, rng, state)
         pasts: dict[str, np.ndarray] | None = None
-        position = 0
+        if prefilled and scenario.step0.kv is not None:
+            pasts = {
+                p.past.name: np.zeros(cache_shape(p, p.past, batch, prefilled), dtype=numpy_dtype(p.past.elem_type))
+                for p in scenario.step0.kv.self_pairs()
+                if p.past is not None
+            }
+        position = prefilled
         for step, new in enumerate(schedule):
             position += new
             state.tokens, state.mask = tokens[:, :position], mask[:, :position]
@@ -603,6 +754,90 @@ class Replayer:
             )
         return options
 
+    def _export_shapes(self, scenario: Scenario) -> ExportShapes | None:
+        """The trace-time sizes, when the export fixed a sequence, total or cache length (or baked one into a Reshape).
+
+        A fixed batch alone is adapted by `_adapt` and changes nothing here; only a length that must
+        grow between steps makes the user's step 0 pass and their step 1 fail.
+        """
+        signatures = [s for s in {id(s): s for s in (scenario.step0, scenario.stepn) if s}.values()]
+        found: dict[str, set[int]] = {"batch": set(), "sequence": set(), "total": set(), "cache": set()}
+        fixed: list[tuple[str, int, int]] = []
+        lengths = False
+        for signature in signatures[:1]:  # the step-0 file: what the user calls first
+            for tensor in signature.inputs:
+                if tensor.role == roles.POSITION_IDS or (tensor.cache is not None and tensor.cache.attention == "cross"):
+                    continue  # positions follow input_ids; an encoder length is adapted, not grown
+                for axis, meaning in axis_roles(signature, tensor).items():
+                    dim = tensor.dims[axis] if tensor.dims is not None else None
+                    if dim is None or not dim.is_static or meaning not in found:
+                        continue
+                    found[meaning].add(int(dim.value or 0))
+                    if meaning != "batch":
+                        lengths = True
+                        fixed.append((tensor.name, axis, int(dim.value or 0)))
+        sources = ["static input dims"] if lengths else []
+        files = {s.file for s in signatures}
+        baked = [f for f in self.report.findings if f.code == "ODR201" and f.location.file in files]
+        for finding in baked:
+            for meaning, index, value in _baked_sizes(finding.evidence):
+                found[meaning].add(value)
+                fixed.append((f"Reshape {finding.location.name}", index, value))
+        if baked and any(f[0].startswith("Reshape ") for f in fixed):
+            sources.append("baked Reshape targets")
+        if not sources:
+            return None
+        if any(len(values) > 1 for values in found.values()):
+            return None  # the fixed dims disagree with each other: no single export-time shape to reproduce
+        batch = next(iter(found["batch"]), self.options.batch)
+        past = next(iter(found["cache"]), None)
+        prompt = next(iter(found["sequence"]), None)
+        total = next(iter(found["total"]), None)
+        if prompt is None:
+            prompt = total - (past or 0) if total is not None and total > (past or 0) else self.options.prompt_len
+        if past is None:
+            past = total - prompt if total is not None and total >= prompt else 0
+        if scenario.stepn is None:
+            past = 0  # no cache: every step feeds the whole sequence
+        if batch < 1 or prompt < 1:
+            return None
+        return ExportShapes(batch, prompt, past, fixed, " and ".join(sources))
+
+    def _replay_export_shapes(self, scenario: Scenario, shapes: ExportShapes) -> ScenarioResult:
+        """The reference protocol inside the export-time shapes: the user's own first run, one token per step after the prompt."""
+        self.progress(f"replaying {scenario.describe()} inside the export-time shapes ({shapes.describe()})")
+        configured = self.options
+        self.options = ReplayOptions(**{**configured.__dict__, "batch": shapes.batch, "prompt_len": shapes.prompt_len})
+        notes: list[str] = []
+        self.options = self._adapt(scenario, notes)
+        self.options.batch, self.options.prompt_len = shapes.batch, shapes.prompt_len
+        schedule = [shapes.prompt_len] + [1] * self.options.steps
+        rng = np.random.default_rng(self.options.seed)
+        vocab = vocab_size(scenario.step0, self._vocab)
+        tokens = rng.integers(0, vocab, (shapes.batch, shapes.past_len + sum(schedule))).astype(np.int64)
+        mask = np.ones_like(tokens)
+        mask[:, : shapes.past_len] = 0
+        self._pass = shapes
+        # an uncached recompute of the whole sequence is longer than any export-time shape: the general pass does it
+        inside = replace(scenario, uncached=None)
+        try:
+            result = self._decode(
+                inside, tokens, mask, schedule, check=True, rng=np.random.default_rng(self.options.seed + 1), prefilled=shapes.past_len
+            )
+        finally:
+            self._pass = None
+            self.options = configured
+        result.export_shapes = shapes
+        read = ", ".join(f"{name} {'entry' if name.startswith('Reshape ') else 'axis'} {axis} = {value}" for name, axis, value in shapes.fixed[:4])
+        more = f" (+{len(shapes.fixed) - 4} more)" if len(shapes.fixed) > 4 else ""
+        result.notes.append(f"export-time shapes from the {shapes.source}: {read}{more}")
+        if shapes.past_len:
+            hidden = "hidden by the attention mask" if scenario.step0.input(roles.ATTENTION_MASK) else "(no attention_mask can hide it)"
+            result.notes.append(f"step 0 feeds a zero past of length {shapes.past_len} {hidden}: the cache length is fixed at export")
+        result.notes.append("cached == uncached is checked by the general pass: a recompute of the whole sequence exceeds these shapes")
+        result.notes.extend(n for n in notes if not n.startswith("batch "))
+        return result
+
     def _refuse_static_cache(self, scenario: Scenario) -> None:
         """A preallocated cache updated in place needs another protocol (cache_position writes); say so, do not misjudge it."""
         for signature in (scenario.step0, scenario.stepn):
@@ -635,6 +870,9 @@ class Replayer:
                 self._add(refusal)
                 results.append(ScenarioResult(scenario, notes=[_refusal_note(refusal)]))
                 continue
+            shapes = self._export_shapes(scenario)
+            if shapes is not None:
+                results.append(self._replay_export_shapes(scenario, shapes))
             self.progress(f"replaying {scenario.describe()}")
             notes: list[str] = self._cache_notes(scenario)
             self.options = self._adapt(scenario, notes)
@@ -653,7 +891,11 @@ class Replayer:
             results.append(result)
         self.options = configured
         self._noise_findings()
-        return ReplayReport(self.report.path, self.options, results, sort_findings(self.findings), self.report.findings, self._comparisons)
+        # the user's own shapes first; a general-protocol finding that repeats one of them adds nothing
+        seen = {(f.code, f.location) for f in self.findings if f.evidence.get("protocol") == EXPORT_SHAPES}
+        kept = [f for f in self.findings if f.evidence.get("protocol") == EXPORT_SHAPES or (f.code, f.location) not in seen]
+        findings = sorted(sort_findings(kept), key=lambda f: (f.severity.rank, f.evidence.get("protocol") != EXPORT_SHAPES))
+        return ReplayReport(self.report.path, self.options, results, findings, self.report.findings, self._comparisons)
 
     def _check_sensitivity(self, scenario: Scenario, result: ScenarioResult) -> None:
         """Logits that hardly move across positions and tokens: a model that no longer reads its input."""

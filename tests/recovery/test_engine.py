@@ -238,3 +238,65 @@ def test_merged_decoder_misuse_is_fixed_by_an_unmerged_export(tmp_path: Path) ->
     assert kept["name"] == "no-post-process"
     produced = sorted(p.name for p in Path(str(data["kept"])).glob("*.onnx"))
     assert produced == ["decoder_model.onnx", "decoder_with_past_model.onnx", "encoder_model.onnx"]
+
+
+# ---------------------------------------------------------------- torch factories in the forms torch.onnx.export takes
+
+
+@pytest.mark.parametrize("factory", ["tiny_decoder_positional", "tiny_decoder_pair"])
+def test_tuple_factories_reexport_and_verify(factory: str, tmp_path: Path) -> None:
+    """(module, inputs, input_names, output_names) and (module, inputs) work like the dict form."""
+    data = _fix(FIXTURES / "broken-torch-no-dynamic-axes", "--source", f"{WRAPPERS}:{factory}", "--out", tmp_path / "out")
+    assert data["_returncode"] == 0
+    kept = next(a for a in data["attempts"] if a["result"] == "kept")
+    assert kept["name"] == "dynamic-axes"
+    assert not any("Traceback" in line for a in data["attempts"] for line in a["log_tail"])
+    import onnx
+
+    exported = onnx.load(str(Path(str(data["kept"])) / "model.onnx"), load_external_data=False)
+    original = onnx.load(str(FIXTURES / "broken-torch-no-dynamic-axes" / "model.onnx"), load_external_data=False)
+    # the pair form takes its names from the model being fixed: the client's feeds keep working
+    assert [i.name for i in exported.graph.input] == [i.name for i in original.graph.input]
+    assert [o.name for o in exported.graph.output] == [o.name for o in original.graph.output]
+    assert run_cli("replay", data["kept"]).returncode == 0
+
+
+@pytest.mark.parametrize(("factory", "said"), [("raising", "FileNotFoundError"), ("three_tuple", "3-tuple")])
+def test_bad_factory_is_one_line_exit_2_before_any_attempt(factory: str, said: str, tmp_path: Path) -> None:
+    result = run_cli("fix", FIXTURES / "broken-torch-no-dynamic-axes", "--source", f"{WRAPPERS}:{factory}", "--out", tmp_path / "out")
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("onnxdoctor: error: ") and factory in line and said in line
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()  # no attempt ran
+
+
+def test_dynamo_attempt_fits_a_varargs_forward(tmp_path: Path) -> None:
+    """forward(self, input_ids, attention_mask, *past): dynamic_shapes has one entry per parameter, a tuple for *past."""
+    data = _fix(FIXTURES / "broken-torch-baked-view", "--source", f"{WRAPPERS}:varargs_baked_view", "--out", tmp_path / "out")
+    first = data["attempts"][0]
+    assert first["name"] == "dynamo+dynamic-shapes" and first["result"] == "kept", first["log_tail"]
+    assert data["_returncode"] == 0
+    log = (tmp_path / "out" / f"attempt-1-{first['name']}" / "export.log").read_text()
+    assert "factory form 4-tuple" in log and "dynamic_shapes for parameters input_ids, attention_mask, past" in log
+    assert run_cli("replay", data["kept"]).returncode == 0
+
+
+@pytest.mark.parametrize("factory", ["keyword_only_baked_view", "dict_input_baked_view"])
+def test_dynamo_export_of_keyword_only_and_dict_input_forwards(factory: str, tmp_path: Path) -> None:
+    """The worker itself (in-process): dynamic_shapes keyed by parameter, a dict per dict input; the export replays cleanly."""
+    from onnxdoctor.engine import inspect_path
+    from onnxdoctor.recovery.engine import dynamic_axes_for
+    from onnxdoctor.recovery.export_worker import export_torch
+    from onnxdoctor.replay.harness import Replayer, ReplayOptions
+
+    healthy = inspect_path(FIXTURES / "torch-legacy")
+    axes = dynamic_axes_for([r.signature for r in healthy.files])
+    spec = {
+        "source": f"{WRAPPERS}:{factory}", "out": str(tmp_path), "names": {},
+        "settings": {"dynamo": True, "opset": 18, "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in axes.items()}},
+    }
+    export_torch(spec)
+    report = Replayer(inspect_path(tmp_path / "model.onnx"), ReplayOptions(steps=2)).run()
+    assert [i.name for i in report.results[0].scenario.step0.inputs][:3] == ["input_ids", "attention_mask", "past_key_0"]
+    assert report.exit_code == 0 and [r.protocol for r in report.results] == ["general"], [f.message for f in report.findings]

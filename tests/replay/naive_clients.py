@@ -31,7 +31,9 @@ DECODER_ONLY_MISTAKES = frozenset(
         "stale_past",
     }
 )
-MERGED_MISTAKES = frozenset({"cache_branch_true_at_step0", "placeholders_fed_back", "stale_past"})
+MERGED_MISTAKES = frozenset(
+    {"cache_branch_true_at_step0", "cache_branch_true_with_dummy_pasts", "placeholders_fed_back", "stale_past"}
+)
 # split seq2seq export (optimum without post-processing): decoder_model.onnx + decoder_with_past_model.onnx
 SPLIT_MISTAKES = frozenset({"with_past_at_step0"})
 MISTAKES = DECODER_ONLY_MISTAKES | MERGED_MISTAKES | SPLIT_MISTAKES
@@ -204,7 +206,9 @@ def _merged_loop(
     hidden, source_mask = _encode(model, batch, prompt_len, recorder.sess.get_outputs()[0].shape[-1], rng)
     pasts = [i for i in recorder.sess.get_inputs() if i.name.startswith(PAST_PREFIX)]
     _, heads, _, head_dim = pasts[0].shape
-    past = {p.name: np.zeros((batch, heads, 0, head_dim), np.float32) for p in pasts}
+    # the common workaround for bindings without 0-sized tensors: zero pasts of length 1
+    dummy_len = 1 if mistake == "cache_branch_true_with_dummy_pasts" else 0
+    past = {p.name: np.zeros((batch, heads, dummy_len, head_dim), np.float32) for p in pasts}
     history: list[dict[str, np.ndarray]] = []
     for k, ids in enumerate(tokens):
         if k > 0:
@@ -212,7 +216,7 @@ def _merged_loop(
             past = _fed_back(source_step)
             if mistake != "placeholders_fed_back":
                 past |= {n: v for n, v in _fed_back(history[0]).items() if ".encoder." in n}
-        use_cache = k > 0 or mistake == "cache_branch_true_at_step0"
+        use_cache = k > 0 or mistake in ("cache_branch_true_at_step0", "cache_branch_true_with_dummy_pasts")
         feeds = {
             "encoder_attention_mask": source_mask,
             "input_ids": ids,

@@ -33,6 +33,10 @@ CASES: dict[tuple[Path, str | None], list[tuple[str, int, str]]] = {
     (FP16, "positions_restart"): [("ODF506", 1, "position_ids")],  # within fp16 logit tolerance, still caught
     (GQA, "stale_past"): [("ODF509", 2, "past_key_values.0.key")],
     (MERGED, "cache_branch_true_at_step0"): [("ODF507", 0, "use_cache_branch")],
+    # the switch is the root cause, reported first; the pasts it makes wrong are named, never the encoder inputs
+    (MERGED, "cache_branch_true_with_dummy_pasts"): [
+        ("ODF507", 0, "use_cache_branch"), ("ODF503", 0, "past_key_values.0.encoder.key"), ("ODF504", 0, "past_key_values.0.decoder.key"),
+    ],
     (MERGED, "placeholders_fed_back"): [("ODF508", 2, "past_key_values.0.encoder.key")],
     (MERGED, "stale_past"): [("ODF509", 2, "past_key_values.0.decoder.key")],
     (SPLIT, None): [],
@@ -159,3 +163,20 @@ def test_cli_split_export_with_past_file_at_step0(tmp_path: Path) -> None:
     assert (finding["code"], finding["location"]["step"], finding["location"]["name"]) == ("ODF514", 0, "past_key_values.0.encoder.key")
     explained = run_cli("explain", "ODF514")
     assert explained.returncode == 0 and "decoder_model.onnx" in explained.stdout
+
+
+def test_cache_branch_at_step0_is_the_root_cause_of_the_wrong_pasts(tmp_path: Path) -> None:
+    """use_cache_branch=[True] at step 0 with length-1 zero pasts: the mask and encoder states agree and are not blamed."""
+    run = run_client(MERGED, tmp_path, "cache_branch_true_with_dummy_pasts")
+    report = FeedChecker(inspect_path(_target(MERGED))).run(run.files)
+    root, *consequences = report.findings
+    assert root.code == "ODF507" and root.location.name == "use_cache_branch" and "caused_by" not in root.evidence
+    # what it leads to at the next step: the cache branch's placeholder encoder presents
+    assert any("present.0.encoder.key" in c and "step 1" in c for c in root.evidence["consequences"])
+    assert all(c.evidence["caused_by"] == "ODF507" for c in consequences)
+    blamed = {m["input"] for c in consequences for m in c.evidence.get("mismatches", [])}
+    assert blamed == {f"past_key_values.{layer}.encoder.{part}" for layer in (0, 1) for part in ("key", "value")}
+    shared = next(c for c in consequences if c.code == "ODF503")
+    assert shared.evidence["reference"] in ("encoder_hidden_states", "encoder_attention_mask")
+    assert not any(c.location.name in ("encoder_attention_mask", "encoder_hidden_states") for c in consequences)
+    assert "ODF507" in report.verdict() and "past_key_values.0.encoder.key" in report.verdict()

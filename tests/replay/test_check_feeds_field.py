@@ -145,3 +145,27 @@ def test_no_past_decoder_reused_after_step0(tmp_path: Path) -> None:
                       "encoder_hidden_states": reference["encoder_hidden_states"]})
 
     assert _check(target, _mutate(run, 1, back_to_decoder_model, tmp_path / "m")) == [("ODF513", 1, "input_ids")]
+
+
+def test_short_encoder_mask_is_blamed_not_the_encoder_cache_the_model_returned(tmp_path: Path) -> None:
+    """decoder_with_past has no encoder_hidden_states: the cross pasts equal step 0's presents, so the mask is the odd one."""
+    target = FIXTURES / "optimum-marian"
+    run = _record(target, tmp_path / "rec")
+
+    def short_mask(feeds: Feeds) -> None:
+        feeds["encoder_attention_mask"] = feeds["encoder_attention_mask"][:, :3]
+
+    assert _check(target, _mutate(run, 2, short_mask, tmp_path / "a")) == [("ODF503", 2, "encoder_attention_mask")]
+
+
+def test_one_past_with_another_batch_is_blamed_not_the_others(tmp_path: Path) -> None:
+    """Among inputs of one rank the majority is the reference: the single odd past is named."""
+    target = FIXTURES / "optimum-llama-gqa"
+    run = _record(target, tmp_path / "rec")
+
+    def odd_batch(feeds: Feeds) -> None:
+        feeds["past_key_values.1.value"] = feeds["past_key_values.1.value"][:1]
+
+    (finding,) = FeedChecker(inspect_path(target)).run(_mutate(run, 1, odd_batch, tmp_path / "b")).findings
+    assert (finding.code, finding.location.step, finding.location.name) == ("ODF503", 1, "past_key_values.1.value")
+    assert [m["input"] for m in finding.evidence["mismatches"]] == ["past_key_values.1.value"]

@@ -87,6 +87,7 @@ OUTCOMES = [
     (GQA, "positions_restart", None, 1, None),
     (GQA, "stale_past", None, 2, None),
     (MERGED, "cache_branch_true_at_step0", 1, 0, "MatMul dimension mismatch"),
+    (MERGED, "cache_branch_true_with_dummy_pasts", 1, 0, "MatMul dimension mismatch"),
     (MERGED, "placeholders_fed_back", 2, None, "MatMul dimension mismatch"),
     (MERGED, "stale_past", None, 2, None),
     (SPLIT, "with_past_at_step0", None, 0, None),
