@@ -325,11 +325,13 @@ class RecoveryEngine:
         before = self._diagnose(self.path)
         if self.feeds:
             from onnxdoctor.findings import sort_findings
+            from onnxdoctor.replay.dumps import expand_steps
             from onnxdoctor.replay.feedcheck import FeedChecker
 
             assert before.inspect is not None
-            self.progress(f"checking {len(self.feeds)} recorded client steps")
-            client = FeedChecker(before.inspect).run(self.feeds)
+            steps = expand_steps(self.feeds)  # a folder of dumps counts as its steps
+            self.progress(f"checking {len(steps)} recorded client steps")
+            client = FeedChecker(before.inspect).run(steps)
             before.findings = sort_findings(before.findings + client.findings)
         attempts, notes = ([], ["no error or warning findings: nothing to fix"]) if not before.problems() else plan_attempts(
             before, self.source, self.kind, adapter=self.adapter, user=self.user
