@@ -22,10 +22,10 @@ function parse(argv) {
   for (let i = 1; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
     if (flag === '--mistake') args.mistake = value;
-    else if (flag === '--prompt') args.prompt = value.split(',').map(Number);
+    else if (flag === '--prompt') args.prompt = value.split(',').filter((s) => s.trim() !== '').map(Number);
     else if (flag === '--max-new-tokens') args.maxNew = Number(value);
     else if (flag === '--dump') args.dump = value;
-    else if (flag === '--source-ids') args.source = value.split(',').map(Number);
+    else if (flag === '--source-ids') args.source = value.split(',').filter((s) => s.trim() !== '').map(Number);
     else throw new Error(`unknown option ${flag}`);
   }
   if (!MISTAKES.includes(args.mistake)) throw new Error(`--mistake must be one of ${MISTAKES.join(', ')}`);
