@@ -225,9 +225,11 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         if name == "__metadata__":
             continue
         try:
-            code, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            code, shape, (begin, end) = str(entry["dtype"]), entry["shape"], entry["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise UnusableInputError(path, f"safetensors entry {name!r} lacks dtype, shape or data_offsets") from None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape) or not all(isinstance(o, int) for o in (begin, end)):
+            raise UnusableInputError(path, f"safetensors entry {name!r}: shape and data_offsets must be non-negative integers")
         if code not in _SAFETENSORS:
             raise UnusableInputError(path, f"safetensors entry {name!r}: dtype {code} is not supported (numpy has no {code})")
         dtype = np.dtype(_SAFETENSORS[code])

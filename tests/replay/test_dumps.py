@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import numpy_helper
 
 from onnxdoctor.engine import inspect_path
@@ -160,3 +162,40 @@ def test_replay_records_in_each_format_and_check_feeds_accepts_it(fmt: str, tmp_
     checked = run_cli("check-feeds", GQA, record, "--format", "json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert [s["step"] for s in checked.json()["steps"]] == [0, 1, 2] and checked.json()["findings"] == []
+
+
+_DTYPES = ["int64", "int32", "int8", "uint8", "float32", "float16", "float64", "bool"]
+
+
+@st.composite
+def _dumps(draw: st.DrawFn) -> dict[str, np.ndarray]:
+    arrays = {}
+    names = draw(st.lists(st.from_regex(r"[a-z][a-z0-9_.]{0,20}", fullmatch=True), min_size=1, max_size=5, unique=True))
+    for name in names:
+        shape = tuple(draw(st.lists(st.integers(0, 3), max_size=4)))
+        dtype = np.dtype(draw(st.sampled_from(_DTYPES)))
+        values = draw(st.lists(st.integers(-100, 100), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+        arrays[name] = np.array(values, dtype=np.int64).astype(dtype).reshape(shape)
+    return arrays
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arrays=_dumps(), fmt=st.sampled_from(dumps.RECORD_FORMATS))
+def test_any_arrays_survive_every_format(arrays: dict[str, np.ndarray], fmt: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("dump")
+    _assert_same(dumps.read_dump(dumps.write_dump(folder, "step0", arrays, fmt)), arrays)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    prefix=st.sampled_from([b"", b"PK\x03\x04", b"{", b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"\x10\x00\x00\x00\x00\x00\x00\x00{"]),
+    tail=st.binary(max_size=64),
+)
+def test_malformed_dumps_are_unusable_input_never_a_crash(prefix: bytes, tail: bytes, tmp_path_factory: pytest.TempPathFactory) -> None:
+    path = tmp_path_factory.mktemp("bad") / "step0"
+    path.write_bytes(prefix + tail)
+    try:
+        arrays = dumps.read_dump(path)
+    except UnusableInputError:
+        return
+    assert all(isinstance(v, np.ndarray) for v in arrays.values())
