@@ -135,7 +135,12 @@ def read_dump(path: Path, names: Sequence[Sequence[str]] = (), *, outputs: bool 
         return _read_npy_folder(path)
     if kind == "pb":
         return _read_pb_folder(path, names, _OUTPUT_PB if outputs else _INPUT_PB)
-    raise UnusableInputError(path, f"not a feeds dump: {EXPECTED}")
+    named = _SUFFIX_CLAIMS.get(path.suffix.lower()) if path.is_file() else None
+    hint = f"named {path.suffix} but not a readable {named}; " if named else ""
+    raise UnusableInputError(path, f"not a feeds dump: {hint}{EXPECTED}")
+
+
+_SUFFIX_CLAIMS = {".npz": ".npz (zip archive)", ".json": "JSON object", ".safetensors": "safetensors file", ".npy": "dump (a single .npy: put one NAME.npy per input in a folder)"}
 
 
 def outputs_of(feeds_path: Path) -> Path | None:
