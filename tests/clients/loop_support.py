@@ -14,10 +14,12 @@ import numpy as np
 
 from onnxdoctor.engine import inspect_path
 from onnxdoctor.model import roles
+from onnxdoctor.model.client_loop import emit_loop
 from onnxdoctor.replay import dumps
+from onnxdoctor.replay.feedcheck import FeedChecker
 from onnxdoctor.replay.protocol import DecodeState, build_feeds, next_pasts, plan_scenarios, remap_pasts
 from onnxdoctor.replay.runtime import Runtime
-from support import FIXTURES, run_cli
+from support import FIXTURES
 
 _PREFERENCE = {"merged": 0, "split": 1, "single": 2, "recompute": 3}
 
@@ -81,10 +83,9 @@ LAYOUTS = {
 
 
 def emitted(fixture: str, language: str, folder: Path) -> Path:
-    result = run_cli("contract", FIXTURES / fixture, "--emit", language)
-    assert result.returncode == 0, result.stderr
+    """The loop `onnxdoctor contract FIXTURE --emit LANGUAGE` prints, saved to `folder` (in-process: the CLI is tested once)."""
     target = folder / ("loop.js" if language == "js" else "loop.py")
-    target.write_text(result.stdout)
+    target.write_text(emit_loop(inspect_path(FIXTURES / fixture), language))
     return target
 
 
@@ -104,6 +105,5 @@ def reference(layout: str) -> list[int]:
 def assert_dump_follows_contract(fixture: str, dump: Path) -> None:
     steps = dumps.expand_steps([dump])
     assert [p.name for p in steps] == [f"step{k}.json" for k in range(NEW_TOKENS)]
-    checked = run_cli("check-feeds", FIXTURES / fixture, dump, "--format", "json")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.json()["findings"] == []
+    checked = FeedChecker(inspect_path(FIXTURES / fixture)).run([dump])
+    assert checked.findings == [] and len(checked.steps) == NEW_TOKENS

@@ -46,7 +46,10 @@ def test_emitted_loop_carries_the_layout_of_the_model(tmp_path: Path) -> None:
 
 
 def test_loop_refuses_bad_arguments_in_one_line(tmp_path: Path) -> None:
-    loop = emitted("optimum-marian-merged", "python", tmp_path)
+    printed = run_cli("contract", FIXTURES / "optimum-marian-merged", "--emit", "python")
+    assert printed.returncode == 0 and printed.stdout.startswith("#!/usr/bin/env python3")
+    loop = tmp_path / "loop.py"
+    loop.write_text(printed.stdout)
     run = subprocess.run([sys.executable, str(loop), str(FIXTURES / "optimum-marian-merged"), "--max-new-tokens", "2"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "--source-ids" in run.stderr and "Traceback" not in run.stderr
 

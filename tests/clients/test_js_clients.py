@@ -81,3 +81,16 @@ def test_naive_js_client_without_mistake_is_clean(model: Path, node_env: dict[st
     assert run.returncode == 0, run.stderr
     result = run_cli("check-feeds", model.parent, tmp_path / "dump", "--format", "json")
     assert result.returncode == 0 and result.json()["findings"] == []
+
+
+def test_fix_plans_for_a_js_clients_json_dumps(node_env: dict[str, str], tmp_path: Path) -> None:
+    """`fix --feeds` takes the same dumps: a folder of a JS client's stepK.json is its steps."""
+    _naive(node_env, MERGED, "every_present_fed_back", tmp_path / "dump")
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "config.json").write_text((MERGED.parent / "config.json").read_text())
+    result = run_cli("fix", MERGED.parent, "--dry-run", "--source", source, "--out", tmp_path / "out", "--feeds", tmp_path / "dump", "--format", "json")
+    data = result.json()
+    assert data["findings_before"] == ["ODF508"]
+    assert data["attempts"][0]["name"] == "no-post-process"
+    assert "checking 3 recorded client steps" in result.stderr
