@@ -52,7 +52,8 @@ def cli() -> None:
       onnxdoctor inspect decoder_model.onnx        static: signature, KV layout, findings
       onnxdoctor replay export_dir/ --steps 2      dynamic: step 0 -> step N with ONNX Runtime
       onnxdoctor contract model.onnx               what a client must feed at step 0 and step n
-      onnxdoctor check-feeds model.onnx s0.npz ... a client's recorded feeds vs the contract
+      onnxdoctor contract export/ --emit js        a complete greedy decode loop (js | python)
+      onnxdoctor check-feeds model.onnx dumps/     a client's recorded feeds vs the contract
       onnxdoctor fix model.onnx --source DIR       re-export with patched settings, verified
       onnxdoctor view model.onnx --finding ODR201  Netron on the neighborhood of a finding
       onnxdoctor rules | explain ODS002            every check, and what one means

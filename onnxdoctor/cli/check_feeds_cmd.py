@@ -1,4 +1,4 @@
-"""`onnxdoctor check-feeds PATH STEP0.npz STEP1.npz ...`: a client's recorded feeds vs the contract."""
+"""`onnxdoctor check-feeds PATH STEP0 STEP1 ...`: a client's recorded feeds vs the contract."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ from onnxdoctor.cli.options import file_option, format_option, model_path_argume
 def check_feeds_command(
     path: str, steps: tuple[Path, ...], provider: str, output_format: str, role_map: str | None, only_file: str | None
 ) -> None:
-    """Check what a client fed at each step (one .npz per step: input name -> array) and replay it.
+    """Check what a client fed at each step (one dump per step: input name -> array) and replay it.
+
+    A step is a .npz, a JSON dump ({"name": {"dtype", "shape", "data"}}, data a list or base64),
+    a safetensors file, a folder of NAME.npy files or an ONNX test-data folder (input_N.pb); the
+    format is detected. A folder of such dumps (stepK.*, test_data_set_K/) gives every step in order.
 
     Reports the first step that deviates from the contract: missing input, dtype, shape (query vs
     KV heads), a non-empty dummy past at step 0, mask length, positions, use_cache_branch misuse,

@@ -12,9 +12,18 @@ from onnxdoctor.cli.options import file_option, format_option, model_path_argume
 @format_option(("table", "json"))
 @role_map_option
 @file_option
-def contract_command(path: str, output_format: str, role_map: str | None, only_file: str | None) -> None:
+@click.option(
+    "--emit", "emit_language", type=click.Choice(["js", "python"]), default=None,
+    help="Print a complete greedy decode loop for this model instead (onnxruntime-node or onnxruntime): "
+    "`node loop.js MODEL_PATH --prompt 17,301,45 --max-new-tokens N [--source-ids IDS] [--dump DIR]`.",
+)
+def contract_command(path: str, output_format: str, role_map: str | None, only_file: str | None, emit_language: str | None) -> None:
     """Print every input with dtype and shape formula at step 0 and step n, which output feeds which
-    input, and what to keep from step 0 (for a Rust / C# / JS implementation)."""
+    input, and what to keep from step 0 (for a Rust / C# / JS implementation).
+
+    With --emit js|python, print a decode loop that follows the contract: run it as
+    MODEL_PATH --prompt IDS --max-new-tokens N [--source-ids IDS] [--dump DIR]; it prints the new
+    token ids as a JSON array and --dump writes each step's feeds as stepK.json for check-feeds."""
     from onnxdoctor import __version__
     from onnxdoctor.engine import inspect_path
     from onnxdoctor.model.roles import load_role_map
@@ -22,6 +31,11 @@ def contract_command(path: str, output_format: str, role_map: str | None, only_f
     from onnxdoctor.report.table import contract_lines
 
     report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file)
+    if emit_language is not None:
+        from onnxdoctor.model.client_loop import emit_loop
+
+        click.echo(emit_loop(report, emit_language), nl=False)
+        return
     if output_format == "json":
         files = [
             {"file": r.signature.file, "kind": r.signature.kind, "step0": r.step0.to_dict(), "stepn": r.stepn.to_dict()}

@@ -45,7 +45,7 @@ def _load_config(path: Path | None) -> dict[str, Any]:
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds an exporter may run before it is stopped.")
 @click.option("--dry-run", is_flag=True, help="Print the plan without exporting.")
 @click.option("--unsafe-fixes", is_flag=True, help="Also try graph fixes labelled unsafe (kept only if replay then passes).")
-@click.option("--feeds", "feeds", multiple=True, type=click.Path(path_type=Path), help="A client's recorded steps (stepK.npz, repeat in order): its check-feeds findings are planned for too.")
+@click.option("--feeds", "feeds", multiple=True, type=click.Path(path_type=Path), help="A client's recorded steps (stepK.npz|json|safetensors, a .npy or input_N.pb folder, or a folder of steps; repeat in order): its check-feeds findings are planned for too.")
 @click.option("--steps", type=int, default=2, show_default=True, help="Replay steps used to verify each attempt.")
 @format_option(("table", "json"))
 def fix_command(

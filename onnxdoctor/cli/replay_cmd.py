@@ -17,7 +17,11 @@ from onnxdoctor.cli.options import file_option, format_option, model_path_argume
 @click.option("--chunk", type=int, default=None, help="Tokens per decode step (default: 1, with step 2 fed 2 tokens).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for token ids and synthesized encoder caches.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--record", type=click.Path(path_type=Path), default=None, help="Save each step's feeds and outputs (.npz) and the contract to this new folder.")
+@click.option("--record", type=click.Path(path_type=Path), default=None, help="Save each step's feeds and outputs and the contract to this new folder.")
+@click.option(
+    "--record-format", type=click.Choice(["npz", "json", "safetensors", "pb"]), default="npz", show_default=True,
+    help="How --record writes each step: stepK.npz, stepK.json, stepK.safetensors, or test_data_set_K/input_N.pb (ONNX test data).",
+)
 @format_option()
 @role_map_option
 @file_option
@@ -30,6 +34,7 @@ def replay_command(
     seed: int,
     provider: str,
     record: Path | None,
+    record_format: str,
     output_format: str,
     role_map: str | None,
     only_file: str | None,
@@ -51,7 +56,7 @@ def replay_command(
         click.echo(f"onnxdoctor: {message}", err=True)
 
     report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file)
-    options = ReplayOptions(steps=steps, batch=batch, prompt_len=prompt_len, chunk=chunk, seed=seed, provider=provider, record=record)
+    options = ReplayOptions(steps=steps, batch=batch, prompt_len=prompt_len, chunk=chunk, seed=seed, provider=provider, record=record, record_format=record_format)
     result = Replayer(report, options, progress=progress).run()
     emit(
         output_format,

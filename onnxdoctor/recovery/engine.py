@@ -328,11 +328,13 @@ class RecoveryEngine:
         self._fixed_names = self._names(before)
         if self.feeds:
             from onnxdoctor.findings import sort_findings
+            from onnxdoctor.replay.dumps import expand_steps
             from onnxdoctor.replay.feedcheck import FeedChecker
 
             assert before.inspect is not None
-            self.progress(f"checking {len(self.feeds)} recorded client steps")
-            client = FeedChecker(before.inspect).run(self.feeds)
+            steps = expand_steps(self.feeds)  # a folder of dumps counts as its steps
+            self.progress(f"checking {len(steps)} recorded client steps")
+            client = FeedChecker(before.inspect).run(steps)
             before.findings = sort_findings(before.findings + client.findings)
         if self.kind == "torch" and before.problems():
             self._check_factory(before)

@@ -1,6 +1,7 @@
 """check-feeds (ODF5xx): what a client fed at each step, checked against the contract, then replayed.
 
-A Rust / C# / JS client dumps its feeds per step (`stepK.npz`: input name -> array). Each step is
+A Rust / C# / JS client dumps its feeds per step (input name -> array, as `.npz`, JSON, safetensors,
+a folder of `.npy` or ONNX test data: replay/dumps.py reads them all). Each step is
 checked in order (names, dtypes, shapes, then the cache semantics: empty past at step 0, mask =
 past + new, positions from the mask, the merged switch, placeholders, past = previous present) and
 run in ONNX Runtime; the report stops at the first step that deviates, since later steps only
@@ -9,7 +10,7 @@ inherit the damage.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from onnxdoctor.findings import Finding, Location, Rule, Severity, earliest_erro
 from onnxdoctor.model import roles
 from onnxdoctor.model.signature import CachePair, Signature
 from onnxdoctor.numerics.envelope import STRICT, Envelope, envelope_for, same_values
-from onnxdoctor.replay import oracles
+from onnxdoctor.replay import dumps, oracles
 from onnxdoctor.replay.protocol import Mismatch, declaration_mismatches, positions_from_mask
 from onnxdoctor.replay.runtime import Runtime
 
@@ -251,20 +252,15 @@ def _linked(findings: list[Finding], cause: Finding) -> list[Finding]:
     ]
 
 
-def load_feeds(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise UnusableInputError(path, "no such feeds file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except Exception as exc:  # noqa: BLE001 - numpy raises several types for non-npz input
-        raise UnusableInputError(path, f"not a readable .npz of input name -> array ({type(exc).__name__})") from None
+def load_feeds(path: Path, names: Sequence[Sequence[str]] = ()) -> dict[str, np.ndarray]:
+    """One step's feeds from any dump a client can write (see replay/dumps.py); the format is detected."""
+    return dumps.read_dump(path, names)
 
 
-def _recorded_outputs(feeds_path: Path) -> dict[str, np.ndarray] | None:
-    """`stepK_outputs.npz` next to `stepK.npz`, if the client saved what it got."""
-    candidate = feeds_path.with_name(feeds_path.stem + "_outputs.npz")
-    return load_feeds(candidate) if candidate.is_file() else None
+def _recorded_outputs(feeds_path: Path, names: Sequence[Sequence[str]] = ()) -> dict[str, np.ndarray] | None:
+    """What the client got at that step, if it saved it (`stepK_outputs.EXT`, or output_N.pb in a test-data folder)."""
+    candidate = dumps.outputs_of(feeds_path)
+    return dumps.read_dump(candidate, names, outputs=True) if candidate is not None else None
 
 
 def _cache_text(pair: CachePair) -> str:
@@ -316,8 +312,8 @@ class FeedChecker:
     def run(self, step_files: list[Path]) -> FeedReport:
         result = FeedReport(self.report.path)
         history = _History()
-        for step, path in enumerate(step_files):
-            feeds = load_feeds(path)
+        for step, path in enumerate(dumps.expand_steps(step_files)):
+            feeds = load_feeds(path, self._input_orders(step))
             sig = _pick_file(self.decoders, feeds, step)
             self.progress(f"step {step}: {path.name} -> {sig.file}")
             record = StepCheck(step, sig.file, path, {k: list(v.shape) for k, v in feeds.items()})
@@ -333,9 +329,18 @@ class FeedChecker:
                 result.findings = _causes_first(sort_findings(findings))
                 return result
             assert outputs is not None
-            outputs = _recorded_outputs(path) or outputs  # what the client really got, when it saved it
+            # what the client really got, when it saved it
+            outputs = _recorded_outputs(path, [[t.name for t in sig.outputs]]) or outputs
             self._remember(sig, feeds, outputs, step, history)
         return result
+
+    def _input_orders(self, step: int) -> list[list[str]]:
+        """Input names of each decoder in declaration order, the likelier file for this step first (names unnamed TensorProtos)."""
+        def has_past(sig: Signature) -> bool:
+            return sig.kv is not None and sig.kv.mode != "no_past"
+
+        ordered = sorted(self.decoders, key=lambda sig: has_past(sig) != (step > 0))
+        return [[t.name for t in sig.inputs] for sig in ordered]
 
     def _remember(self, sig: Signature, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], step: int, history: _History) -> None:
         if sig.kv is not None:

@@ -29,7 +29,7 @@ from onnxdoctor.model.graph import GraphView
 from onnxdoctor.model.signature import Signature, TensorSig, axis_roles
 from onnxdoctor.numerics.envelope import Drift, Envelope, envelope_for, judge, widened
 from onnxdoctor.numerics.metrics import Comparison, compare_logits, position_sensitivity
-from onnxdoctor.replay import oracles
+from onnxdoctor.replay import dumps, oracles
 from onnxdoctor.replay.localize import localize
 from onnxdoctor.replay.protocol import (
     DecodeState,
@@ -72,6 +72,7 @@ class ReplayOptions:
     provider: str = "cpu"
     encoder_len: int = 5
     record: Path | None = None
+    record_format: str = "npz"  # npz | json | safetensors | pb (replay/dumps.py)
 
     def schedule(self) -> list[int]:
         """New tokens per step: the prompt, then 1 per step with step 2 chunked (swapped concats show only there)."""
@@ -705,8 +706,13 @@ class Replayer:
     def _record(self, step: int, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
         folder = self.options.record
         assert folder is not None
-        np.savez(folder / f"step{step}.npz", **feeds)  # type: ignore[arg-type]
-        np.savez(folder / f"step{step}_outputs.npz", **outputs)  # type: ignore[arg-type]
+        fmt = self.options.record_format
+        if fmt == "pb":  # the ONNX test-data layout: feeds and outputs of a step in one folder
+            dumps.write_dump(folder, f"test_data_set_{step}", feeds, fmt)
+            dumps.write_dump(folder, f"test_data_set_{step}", outputs, fmt, outputs_of_step=f"test_data_set_{step}")
+            return
+        dumps.write_dump(folder, f"step{step}", feeds, fmt)
+        dumps.write_dump(folder, f"step{step}_outputs", outputs, fmt)
 
     # ------------------------------------------------------------------ entry
 
@@ -991,4 +997,4 @@ class Replayer:
         for file_report in self.report.files:
             step0, stepn = build_contract(file_report.signature)
             contract.append({"file": file_report.signature.file, "step0": step0.to_dict(), "stepn": stepn.to_dict()})
-        (folder / "contract.json").write_text(json.dumps({"schema": 1, "files": contract, "options": {"steps": self.options.steps, "schedule": self.options.schedule()}}, indent=2))
+        (folder / "contract.json").write_text(json.dumps({"schema": 1, "files": contract, "options": {"steps": self.options.steps, "schedule": self.options.schedule(), "format": self.options.record_format}}, indent=2))

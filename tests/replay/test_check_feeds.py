@@ -94,7 +94,7 @@ def test_cli_table_and_bad_npz(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.npz"
     bogus.write_text("not numpy")
     bad = run_cli("check-feeds", GQA, bogus)
-    assert bad.returncode == 2 and "not a readable .npz" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 2 and "not a readable .npz" in bad.stderr and "not a feeds dump" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_contract_command(tmp_path: Path) -> None:
