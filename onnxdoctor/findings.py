@@ -121,7 +121,8 @@ def register(rule: Rule) -> Rule:
 
 def all_rules() -> list[Rule]:
     """Every declared rule, by code; imports the inspectors so their rules are declared."""
-    import onnxdoctor.inspectors  # noqa: F401  (declares rules on import)
+    import onnxdoctor.fidelity.trace  # noqa: F401  (declares rules on import)
+    import onnxdoctor.inspectors  # noqa: F401
     import onnxdoctor.replay.feedcheck  # noqa: F401
     import onnxdoctor.replay.oracles  # noqa: F401
 

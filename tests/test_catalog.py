@@ -132,6 +132,8 @@ def test_every_rule_has_a_page_and_a_triggering_fixture(rule) -> None:  # type: 
     from replay.test_check_feeds_field import TRIGGERED
     from replay.test_harness import BROKEN
     from numerics.test_quantized_replay import TRIGGERED as NUMERICS_TRIGGERED
+    from fidelity.test_compare import TRIGGERED as COMPARE_TRIGGERED
+    from fidelity.test_verify import TRIGGERED as VERIFY_TRIGGERED
 
     triggering = (
         [
@@ -144,6 +146,7 @@ def test_every_rule_has_a_page_and_a_triggering_fixture(rule) -> None:  # type: 
         + [test for code, test in TRIGGERED.items() if code == rule.code]
         + [test for code, test in NUMERICS_TRIGGERED.items() if code == rule.code]
         + [test for code, test in FOLDER_TRIGGERED.items() if code == rule.code]
+        + [test for code, test in {**VERIFY_TRIGGERED, **COMPARE_TRIGGERED}.items() if code == rule.code]
     )
     assert triggering, f"no fixture triggers {rule.code}"
 
@@ -151,7 +154,7 @@ def test_every_rule_has_a_page_and_a_triggering_fixture(rule) -> None:  # type: 
 def test_codes_are_unique_and_well_formed() -> None:
     codes = [r.code for r in all_rules()]
     assert len(codes) == len(set(codes))
-    families = {"ODS": "0", "ODA": "1", "ODR": "2", "ODP": "3", "ODX": "4", "ODF": "5"}
+    families = {"ODS": "0", "ODA": "1", "ODR": "2", "ODP": "3", "ODX": "4", "ODF": "5", "ODV": "7"}
     for code in codes:
         assert code[:3] in families and code[3] == families[code[:3]] and len(code) == 6
 

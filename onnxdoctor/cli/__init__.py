@@ -54,6 +54,8 @@ def cli() -> None:
       onnxdoctor contract model.onnx               what a client must feed at step 0 and step n
       onnxdoctor contract export/ --emit js        a complete greedy decode loop (js | python)
       onnxdoctor check-feeds model.onnx dumps/     a client's recorded feeds vs the contract
+      onnxdoctor verify export_dir/ --source DIR   the export against its PyTorch source, step by step
+      onnxdoctor compare fp32_dir/ int8_dir/       two exports of one model, step by step
       onnxdoctor fix model.onnx --source DIR       re-export with patched settings, verified
       onnxdoctor view model.onnx --finding ODR201  Netron on the neighborhood of a finding
       onnxdoctor rules | explain ODS002            every check, and what one means
@@ -61,12 +63,25 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from onnxdoctor.cli import check_feeds_cmd, contract_cmd, explain_cmd, fix_cmd, inspect_cmd, replay_cmd, rules_cmd, view_cmd
+    from onnxdoctor.cli import (
+        check_feeds_cmd,
+        compare_cmd,
+        contract_cmd,
+        explain_cmd,
+        fix_cmd,
+        inspect_cmd,
+        replay_cmd,
+        rules_cmd,
+        verify_cmd,
+        view_cmd,
+    )
 
     cli.add_command(inspect_cmd.inspect_command)
     cli.add_command(replay_cmd.replay_command)
     cli.add_command(contract_cmd.contract_command)
     cli.add_command(check_feeds_cmd.check_feeds_command)
+    cli.add_command(verify_cmd.verify_command)
+    cli.add_command(compare_cmd.compare_command)
     cli.add_command(fix_cmd.fix_command)
     cli.add_command(rules_cmd.rules_command)
     cli.add_command(explain_cmd.explain_command)

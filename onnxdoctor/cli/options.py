@@ -56,3 +56,20 @@ def select_ignore_options(func: F) -> F:
     return click.option(
         "--select", multiple=True, callback=_split_codes, metavar="CODES", help="Only findings with these codes or prefixes (e.g. ODS,ODA101)."
     )(func)
+
+
+def decode_options(steps: int) -> Callable[[F], F]:
+    """--steps, --batch, --prompt-len, --seed: the size of a decode (replay, verify, compare)."""
+
+    def decorate(func: F) -> F:
+        func = click.option("--seed", type=int, default=0, show_default=True, help="Seed for token ids and synthesized encoder inputs.")(func)
+        func = click.option("--prompt-len", type=int, default=4, show_default=True, help="Tokens fed at step 0.")(func)
+        func = click.option("--batch", type=int, default=2, show_default=True, help="Batch size; row 1 is left-padded when the model allows it.")(func)
+        return click.option("--steps", type=int, default=steps, show_default=True, help="Decode steps after step 0 (the prompt).")(func)
+
+    return decorate
+
+
+def progress_echo(message: str) -> None:
+    """Progress of long work, on stderr so stdout stays the report."""
+    click.echo(f"onnxdoctor: {message}", err=True)

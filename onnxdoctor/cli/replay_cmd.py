@@ -6,16 +6,13 @@ from pathlib import Path
 
 import click
 
-from onnxdoctor.cli.options import file_option, format_option, model_path_argument, role_map_option
+from onnxdoctor.cli.options import decode_options, file_option, format_option, model_path_argument, progress_echo, role_map_option
 
 
 @click.command("replay")
 @model_path_argument
-@click.option("--steps", type=int, default=4, show_default=True, help="Decode steps after step 0 (the prompt).")
-@click.option("--batch", type=int, default=2, show_default=True, help="Batch size; row 1 is left-padded when the model allows it.")
-@click.option("--prompt-len", type=int, default=4, show_default=True, help="Tokens fed at step 0.")
+@decode_options(steps=4)
 @click.option("--chunk", type=int, default=None, help="Tokens per decode step (default: 1, with step 2 fed 2 tokens).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for token ids and synthesized encoder caches.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--record", type=click.Path(path_type=Path), default=None, help="Save each step's feeds and outputs and the contract to this new folder.")
 @click.option(
@@ -52,12 +49,9 @@ def replay_command(
     from onnxdoctor.replay.harness import Replayer, ReplayOptions
     from onnxdoctor.report.replay_table import render_replay
 
-    def progress(message: str) -> None:
-        click.echo(f"onnxdoctor: {message}", err=True)
-
     report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file)
     options = ReplayOptions(steps=steps, batch=batch, prompt_len=prompt_len, chunk=chunk, seed=seed, provider=provider, record=record, record_format=record_format)
-    result = Replayer(report, options, progress=progress).run()
+    result = Replayer(report, options, progress=progress_echo).run()
     emit(
         output_format,
         title=f"replay {path}",

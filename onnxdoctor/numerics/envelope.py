@@ -106,3 +106,27 @@ def same_values(observed: np.ndarray, expected: np.ndarray, envelope: Envelope =
     diff = float(np.max(np.abs(a - b)[finite]))
     scale = max(float(np.std(b[finite])), 1e-6 * max(1.0, float(np.max(np.abs(b[finite])))))
     return diff / scale <= envelope.scaled
+
+
+# Against a float32 reference (verify: the PyTorch source; compare: another export), a regime's own
+# quantization error counts too, not only its run-to-run noise: measured by bench/bench_verify.py on
+# exports of tiny and medium random-weight decoders (README "verify").
+# measured (max over 8 steps, batch 2): fp32 0 | fp16 0.0017 | int8 dynamic 0.073 | int4 block 16/32 0.48 |
+# static QDQ 0.83; another checkpoint of the same config: 4.5 - 5.7.
+FIDELITY: dict[str, Envelope] = {
+    "fp32": Envelope("fp32", 1e-3, "different kernels, same float32 math; measured 0 - 1e-6"),
+    "weight-only": Envelope("weight-only", 1.5, "int4/int8 weights against float32 weights; measured <= 0.48"),
+    "qdq": Envelope("qdq", 1.5, "quantized activations and weights; measured <= 0.83"),
+    "qoperator": Envelope("qoperator", 1.5, "quantized activations and weights (as static QDQ)"),
+    "fp16": Envelope("fp16", 0.05, "half-precision weights and math; measured <= 0.0017"),
+    "bf16": Envelope("bf16", 0.1, "bfloat16 weights and math"),
+    "int8-dynamic": Envelope("int8-dynamic", 0.5, "int8 weights and per-call activation scales; measured <= 0.073"),
+}
+
+
+def fidelity_envelope(*regimes: Regime) -> Envelope:
+    """How far these regimes may sit from a float32 reference: the loosest of their noise sources."""
+    parts = [FIDELITY[c] for regime in regimes for c in regime.components]
+    loosest = max(parts, key=lambda e: e.scaled)
+    names = "+".join(dict.fromkeys(p.name for p in parts if p.scaled > FIDELITY["fp32"].scaled)) or loosest.name
+    return Envelope(names, loosest.scaled, loosest.note)

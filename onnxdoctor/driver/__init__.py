@@ -1,0 +1,1 @@
+"""The one decode driver and its backends (ONNX Runtime, PyTorch): replay, verify, compare and bench run through it."""
