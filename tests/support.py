@@ -47,3 +47,35 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+# ------------------------------------------------------------------ real exports of tiny random models
+
+
+def rebuild_source(fixture: str, out: Path, seed: int = 0) -> Path:
+    """The Hugging Face model a committed fixture was exported from (scripts/make_fixtures.py seeds 0)."""
+    import torch
+    import transformers
+
+    settings = json.loads((FIXTURES / fixture / "export_settings.json").read_text())
+    config = transformers.AutoConfig.from_pretrained(FIXTURES / fixture)
+    torch.manual_seed(seed)
+    getattr(transformers, settings["model_class"])(config).eval().save_pretrained(out)
+    return out
+
+
+def optimum_export(source: Path, out: Path, task: str = "text-generation-with-past", **flags: Any) -> Path:
+    """optimum's main_export of a local folder, quietly (HF_HUB_OFFLINE)."""
+    import logging
+    import warnings
+
+    from optimum.exporters.onnx import main_export
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            main_export(model_name_or_path=str(source), output=str(out), task=task, do_validation=False, **flags)
+        finally:
+            logging.disable(logging.NOTSET)
+    return out

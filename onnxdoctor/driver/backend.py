@@ -137,4 +137,4 @@ class OrtBackend(Backend):
         return self.runtime.run(self.paths[signature.file], feeds)
 
     def deactivate_impl(self) -> None:
-        self.runtime._sessions.clear()
+        self.runtime.close()

@@ -21,7 +21,7 @@ from onnxdoctor.errors import UsageError
 from onnxdoctor.model import roles
 from onnxdoctor.model.dims import format_dims
 from onnxdoctor.model.signature import Signature, TensorSig
-from onnxdoctor.replay.protocol import DecodeState, Scenario, build_feeds, next_pasts, remap_pasts, vocab_size
+from onnxdoctor.replay.protocol import DecodeState, Scenario, build_feeds, cache_shape, next_pasts, remap_pasts, vocab_size
 from onnxdoctor.replay.runtime import numpy_dtype
 
 
@@ -144,20 +144,30 @@ def decode(
     rng: np.random.Generator,
     state: DecodeState | None = None,
     choose: Chooser | None = None,
+    prefilled: int = 0,
 ) -> Iterator[DecodeStep]:
     """Run `schedule` (new tokens per step) over `tokens`; stops after a step that fails.
 
     `tokens` and `mask` hold every position of the decode ([batch, sum(schedule)]); with `choose`, the
     positions after the prompt are overwritten by what it picks from each step (one token per step).
     `state` carries the encoder output (see `encode`); a fresh one is made when not given.
+    `prefilled`: the first tokens are already "cached" at step 0 as a zero past the mask hides (a cache
+    length fixed at export leaves a client no other way to call step 0).
     """
     if choose is not None and any(n != 1 for n in schedule[1:]):
         raise UsageError("greedy decoding feeds one token per step after the prompt")
     tokens = tokens.copy()
     if state is None:
-        state = DecodeState(tokens[:, : schedule[0]], mask[:, : schedule[0]])
+        state = DecodeState(tokens[:, : prefilled + schedule[0]], mask[:, : prefilled + schedule[0]])
     pasts: dict[str, np.ndarray] | None = None
-    position = 0
+    if prefilled and scenario.step0.kv is not None:
+        batch = tokens.shape[0]
+        pasts = {
+            p.past.name: np.zeros(cache_shape(p, p.past, batch, prefilled), dtype=numpy_dtype(p.past.elem_type))
+            for p in scenario.step0.kv.self_pairs()
+            if p.past is not None
+        }
+    position = prefilled
     recompute = scenario.stepn is None
     for step, new in enumerate(schedule):
         position += new

@@ -236,25 +236,47 @@ def merge_adapter(model: Any, adapter: Path) -> Any:
 
 
 class FactoryBackend(Backend):
-    """A user's `file.py:function` (as `fix` takes it): the module called the way torch.onnx called it."""
+    """A user's `file.py:function` (as `fix` takes it): the module called the way torch.onnx called it.
+
+    The feeds replace the example inputs leaf by leaf, in the order the exporter flattened them (the
+    factory's input names), inside the same structure (tuples for `*past`, dicts, keywords); outputs
+    are named by the factory's output names.
+    """
 
     name = "pytorch-factory"
     check_declarations = False
 
-    def __init__(self, module: Any, input_names: list[str], output_names: list[str]) -> None:
+    def __init__(self, entry: dict[str, Any]) -> None:
         super().__init__()
-        self.module = module.eval()
-        self.input_names = input_names
-        self.output_names = output_names
+        self.module = entry["model"].eval()
+        self.args = entry["args"]
+        self.kwargs = entry["kwargs"]
+        self.input_names: list[str] = entry["input_names"]
+        self.output_names: list[str] = entry["output_names"]
 
     def infer_impl(self, signature: Signature, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import inspect
+
         torch = _torch()
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
-            raise UsageError(f"the factory's input_names {missing} are not inputs of {signature.file}")
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+            raise UsageError(f"the factory's input names {missing} are not inputs of {signature.file}")
+        names = iter(self.input_names)
+
+        def rebuild(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return torch.from_numpy(np.ascontiguousarray(feeds[next(names)]))
+            if isinstance(value, (tuple, list)):
+                return type(value)(rebuild(item) for item in value)
+            if isinstance(value, dict):
+                return {key: rebuild(item) for key, item in value.items()}
+            return value
+
+        bound = inspect.signature(self.module.forward).bind(*self.args, **self.kwargs)
+        for key, value in list(bound.arguments.items()):
+            bound.arguments[key] = rebuild(value)
         with torch.no_grad():
-            result = self.module(*args)
+            result = self.module(*bound.args, **bound.kwargs)
         flat = list(_flatten(result))
         return {name: value.detach().float().numpy() for name, value in zip(self.output_names, flat)}
 

@@ -283,17 +283,3 @@ def departure_findings(
         )
     ]
 
-
-__all__ = [
-    "ADAPTER_MISSING",
-    "DEPARTS",
-    "DEPARTS_LATER",
-    "DRIFT",
-    "EXPORTS_DISAGREE",
-    "StepDrift",
-    "compare_steps",
-    "departure_findings",
-    "first_departure",
-    "greedy_divergence",
-    "scaled_tensor_difference",
-]

@@ -29,7 +29,6 @@ from onnxdoctor.fidelity.trace import (
     compare_steps,
     departure_findings,
     first_departure,
-    greedy_divergence,
     scaled_tensor_difference,
 )
 from onnxdoctor.findings import Finding, Location, Rule, Severity, earliest_error, sort_findings
@@ -93,6 +92,12 @@ class FidelityReport:
 
     def verdict(self) -> str:
         first = earliest_error(self.findings)
+        departed = next((f for f in self.findings if f.severity is Severity.WARNING), None)
+        if first is None and departed is not None:
+            return (
+                f"Every token choice agrees with {self.reference}, but the logits depart beyond the envelope from step "
+                f"{departed.location.step} ({departed.code} {departed.name}): sampling would differ."
+            )
         if first is None:
             drifted = any(f.code == "ODV704" for f in self.findings)
             return (
@@ -175,7 +180,8 @@ def _continuation(side: Side, prompt_len: int) -> list[list[int]]:
     return [] if tokens is None else tokens[:, prompt_len:].tolist()
 
 
-def _decoder_regimes(report: InspectReport) -> list[Any]:
+def _regimes(report: InspectReport) -> list[Any]:
+    """The compute regime of every encoder and decoder file: the envelope follows the least precise."""
     return [f.context.regime for f in report.files if f.context is not None and f.signature.kind in ("decoder", "encoder")]
 
 
@@ -249,6 +255,27 @@ def check_source_fits(report: InspectReport, source: Path, config: dict[str, Any
             raise UnusableInputError(source, f"this source does not match {sig.file}: its config has " + "; ".join(problems))
 
 
+def is_factory(source: str | Path) -> bool:
+    """`file.py:function`, as `fix --source` takes a torch factory (a folder is a Hugging Face model)."""
+    text = str(source)
+    file_name, _, function = text.rpartition(":")
+    return bool(file_name) and file_name.endswith(".py") and function.isidentifier()
+
+
+def factory_backend(entry: str, report: InspectReport) -> Backend:
+    """The user's torch factory as a backend; names default to the export's inputs and outputs."""
+    from onnxdoctor.driver.torch_backend import FactoryBackend
+    from onnxdoctor.recovery.export_worker import FactoryError, load_factory
+
+    decoder = next((r.signature for r in report.files if r.signature.kind == "decoder"), report.files[0].signature)
+    names = {"inputs": [t.name for t in decoder.inputs], "outputs": [t.name for t in decoder.outputs]}
+    try:
+        loaded = load_factory(entry, names)
+    except FactoryError as exc:
+        raise UsageError(f"--source {entry}: {exc}") from None
+    return FactoryBackend(loaded)
+
+
 def verify(
     path: str | Path,
     source: str | Path,
@@ -258,32 +285,37 @@ def verify(
     progress: Progress | None = None,
     only_file: str | None = None,
 ) -> FidelityReport:
-    """Hold the export at `path` against the Hugging Face folder `source` (with `adapter` merged)."""
+    """Hold the export at `path` against `source`: a Hugging Face folder (with `adapter` merged) or a torch
+    factory `file.py:function` returning what torch.onnx.export took."""
     from onnxdoctor.driver.torch_backend import HFBackend, describe_source
 
     options = options or FidelityOptions()
     progress = progress or (lambda _m: None)
     if options.steps < 1 or options.batch < 1 or options.prompt_len < 1:
         raise UsageError("--steps, --batch and --prompt-len must be at least 1")
-    source, adapter_path = Path(source), Path(adapter) if adapter is not None else None
-    if not source.exists():
+    adapter_path = Path(adapter) if adapter is not None else None
+    report = inspect_path(path, only_file=only_file)
+    factory = is_factory(source)
+    if factory and adapter_path is not None:
+        raise UsageError("--adapter merges into a Hugging Face folder; a torch factory returns the module to verify as it is")
+    if not factory and not Path(source).exists():
         raise UnusableInputError(source, "no such source folder")
     if adapter_path is not None and not adapter_path.exists():
         raise UnusableInputError(adapter_path, "no such adapter folder")
-    report = inspect_path(path, only_file=only_file)
-    check_source_fits(report, source, describe_source(source))
+    if not factory:
+        check_source_fits(report, Path(source), describe_source(Path(source)))
     scenarios = plan_scenarios(report)
     paths = {r.signature.file: r.model_file.path for r in report.files}
     ort_backend = OrtBackend(paths)
     for file_report in report.files:
         ort_backend.prepare(file_report.signature)
     progress(f"loading the source {source}" + (f" with the adapter {adapter_path} merged" if adapter_path else ""))
-    torch_backend = HFBackend(source, adapter=adapter_path)
+    torch_backend: Backend = factory_backend(str(source), report) if factory else HFBackend(Path(source), adapter=adapter_path)
     torch_backend.activate()
-    base_backend = HFBackend(source) if adapter_path is not None else None
-    against = f"the source {source.name}" + (f" + adapter {adapter_path.name}" if adapter_path else "")
-    envelope = fidelity_envelope(*_decoder_regimes(report))
-    vocab = config_vocab(path) or config_vocab(source)
+    base_backend = HFBackend(Path(source)) if adapter_path is not None else None
+    against = f"the source {Path(str(source)).name}" + (f" + adapter {adapter_path.name}" if adapter_path else "")
+    envelope = fidelity_envelope(*_regimes(report))
+    vocab = config_vocab(path) or (None if factory else config_vocab(source))
     results: list[ScenarioFidelity] = []
     findings: list[Finding] = []
     for scenario in scenarios:
@@ -367,7 +399,7 @@ def compare(
         backend_a.prepare(r.signature)
     for r in report_b.files:
         backend_b.prepare(r.signature)
-    envelope = fidelity_envelope(*_decoder_regimes(report_a), *_decoder_regimes(report_b))
+    envelope = fidelity_envelope(*_regimes(report_a), *_regimes(report_b))
     vocab = config_vocab(path_a) or config_vocab(path_b)
     results: list[ScenarioFidelity] = []
     findings: list[Finding] = []
@@ -402,5 +434,3 @@ def compare(
             findings.append(encoder_finding)
     return FidelityReport("compare", str(path_b), f"A ({path_a})", results, sort_findings(findings), options)
 
-
-__all__ = ["FidelityOptions", "FidelityReport", "compare", "greedy_divergence", "verify"]

@@ -53,6 +53,7 @@ class Attempt:
     after: list[str] = field(default_factory=list)
     seconds: float = 0.0
     log_tail: list[str] = field(default_factory=list)
+    verified: dict[str, Any] | None = None  # verify against the source: verdict, codes, worst drift
 
     @property
     def command(self) -> str:
@@ -92,6 +93,7 @@ class Attempt:
             "findings_after": self.after,
             "seconds": round(self.seconds, 2),
             "log_tail": self.log_tail,
+            "verify": self.verified,
         }
 
 
@@ -464,7 +466,29 @@ class RecoveryEngine:
         kept, attempt.reason = judge(
             attempt.targets, _error_codes(before), set(attempt.after), _error_codes(after), safe=attempt.safe
         )
+        if kept and self.source is not None and attempt.exporter in ("optimum", "torch"):
+            kept = self._verify(attempt, produced)
         attempt.result = "kept" if kept else "rejected"
+
+    def _verify(self, attempt: Attempt, produced: Path) -> bool:
+        """A re-export is kept only if it also agrees with the model it came from (onnxdoctor verify)."""
+        from onnxdoctor.fidelity.verify import FidelityOptions, verify
+
+        assert self.source is not None
+        self.progress(f"attempt {attempt.index}: verifying {produced} against the source {self.source}")
+        try:
+            result = verify(produced, self.source, adapter=self.adapter if attempt.exporter == "optimum" else None, options=FidelityOptions(steps=self.steps))
+        except OnnxDoctorError as exc:
+            attempt.verified = {"error": str(exc)}
+            attempt.reason += f"; but verify against the source could not run: {exc}"
+            return False
+        departures = [f for f in result.findings if f.severity.value in ("error", "warning")]
+        attempt.verified = {"verdict": result.verdict(), "codes": sorted({f.code for f in result.findings}), "exit_code": result.exit_code}
+        if departures:  # a re-export that departs from its source is not proven, even when no token changes
+            attempt.reason = f"inspect + replay pass, but it departs from the source: {departures[0].code} {departures[0].message}"
+            return False
+        attempt.reason += "; verify agrees with the source"
+        return True
 
     def _export(self, attempt: Attempt) -> Path | None:
         assert attempt.out is not None

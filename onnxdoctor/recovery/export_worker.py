@@ -259,6 +259,14 @@ def _flat_module(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
     return Flat().eval(), tuple(leaves[i] for i in slots)
 
 
+def load_factory(entry: str, default_names: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The user's `file.py:function`, called and normalized (model, args, kwargs, input and output names).
+
+    verify runs the module itself as the reference; FactoryError says in one line what is wrong.
+    """
+    return normalize_entry(_load_entry(entry), entry, default_names)
+
+
 def check_torch(spec: dict[str, Any]) -> dict[str, Any]:
     """Load the factory once and say what it gave: the engine refuses a bad one before any attempt."""
     entry = normalize_entry(_load_entry(spec["source"]), spec["source"], spec.get("names"))

@@ -26,7 +26,7 @@ from onnxdoctor.model.signature import CachePair, Signature
 from onnxdoctor.numerics.envelope import STRICT, Envelope, envelope_for, same_values
 from onnxdoctor.replay import dumps, oracles
 from onnxdoctor.replay.protocol import Mismatch, declaration_mismatches, positions_from_mask
-from onnxdoctor.replay.runtime import Runtime
+from onnxdoctor.driver.backend import OrtBackend
 
 _CLIENT_FIX = "Follow the contract printed by `onnxdoctor contract PATH` for this input at this step."
 
@@ -301,7 +301,7 @@ def _pick_file(decoders: list[Signature], feeds: dict[str, np.ndarray], step: in
 class FeedChecker:
     def __init__(self, report: InspectReport, provider: str = "cpu", progress: Callable[[str], None] | None = None) -> None:
         self.report = report
-        self.runtime = Runtime(provider)
+        self.backend = OrtBackend({r.signature.file: r.model_file.path for r in report.files}, provider)
         self.progress = progress or (lambda _m: None)
         self.paths = {r.signature.file: r.model_file.path for r in self.report.files}
         self.decoders = [r.signature for r in report.files if r.signature.kind == "decoder"]
@@ -936,7 +936,7 @@ class FeedChecker:
 
     def _run(self, sig: Signature, feeds: dict[str, np.ndarray], step: int) -> tuple[dict[str, np.ndarray] | None, Finding | None]:
         try:
-            return self.runtime.run(self.paths[sig.file], feeds), None
+            return self.backend.infer(sig, feeds), None
         except UnusableInputError:
             raise
         except Exception as exc:  # noqa: BLE001

@@ -9,7 +9,6 @@ mismatch lists every wrong input instead of ORT's first one.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,31 +18,20 @@ import numpy as np
 
 from onnxdoctor import __version__
 from onnxdoctor.context import Context
+from onnxdoctor.driver.backend import DeclaredMismatch, FeedsRejected, OrtBackend
+from onnxdoctor.driver.decode import DecodeStep, config_vocab, decode, encode, prompt_tokens
 from onnxdoctor.engine import InspectReport
 from onnxdoctor.errors import UsageError
 from onnxdoctor.findings import Finding, Location, Severity, earliest_error, sort_findings
 from onnxdoctor.model import roles
 from onnxdoctor.model.contract import build_contract
-from onnxdoctor.model.dims import format_dims
 from onnxdoctor.model.graph import GraphView
-from onnxdoctor.model.signature import Signature, TensorSig, axis_roles
+from onnxdoctor.model.signature import Signature, axis_roles
 from onnxdoctor.numerics.envelope import Drift, Envelope, envelope_for, judge, widened
 from onnxdoctor.numerics.metrics import Comparison, compare_logits, position_sensitivity
 from onnxdoctor.replay import dumps, oracles
 from onnxdoctor.replay.localize import localize
-from onnxdoctor.replay.protocol import (
-    DecodeState,
-    Scenario,
-    build_feeds,
-    cache_shape,
-    declaration_mismatches,
-    describe_shapes,
-    next_pasts,
-    plan_scenarios,
-    remap_pasts,
-    vocab_size,
-)
-from onnxdoctor.replay.runtime import Runtime, numpy_dtype
+from onnxdoctor.replay.protocol import DecodeState, Scenario, build_feeds, cache_shape, describe_shapes, plan_scenarios, vocab_size
 
 Progress = Callable[[str], None]
 
@@ -297,16 +285,6 @@ def _baked_sizes(evidence: dict[str, Any]) -> list[tuple[str, int, int]]:
     return sizes
 
 
-def _config_vocab(report: InspectReport) -> int | None:
-    config = Path(report.path) / "config.json" if Path(report.path).is_dir() else Path(report.path).parent / "config.json"
-    try:
-        data = json.loads(config.read_text())
-    except (OSError, ValueError):
-        return None
-    value = data.get("vocab_size") or data.get("decoder_vocab_size")
-    return int(value) if isinstance(value, int) else None
-
-
 class Replayer:
     """Runs every scenario of an export under the reference protocol and collects findings."""
 
@@ -316,12 +294,13 @@ class Replayer:
         self.report = report
         self.options = options
         self.progress = progress or (lambda _message: None)
-        self.runtime = Runtime(options.provider)
+        self.backend = OrtBackend({r.signature.file: r.model_file.path for r in report.files}, options.provider)
+        self.runtime = self.backend.runtime  # sessions for localizing failures in extracted sub-models
         self.findings: list[Finding] = []
         self._noise: dict[tuple[str, str], tuple[int, Comparison, Envelope]] = {}
         self._self_noise: dict[str, float] = {}  # file -> largest drift of the prompt's logits between two of its runs
         self._comparisons: list[dict[str, Any]] = []  # every logits comparison, for the report and bench/
-        self._vocab = _config_vocab(report)
+        self._vocab = config_vocab(report.path)
         self._pass: ExportShapes | None = None  # set while replaying inside the export-time shapes
 
     # ------------------------------------------------------------------ helpers
@@ -393,20 +372,14 @@ class Replayer:
 
     # ------------------------------------------------------------------ checks
 
-    def _check_feeds(self, scenario: Scenario, signature: Signature, feeds: dict[str, np.ndarray], step: int) -> bool:
-        """Every feed against the declared input: all mismatches at once (ORT names only the first)."""
+    def _feeds_rejected(self, scenario: Scenario, signature: Signature, rejected: list[DeclaredMismatch], step: int) -> None:
+        """Feeds that do not fit the declared inputs: all mismatches at once (ORT names only the first)."""
         mismatches: list[dict[str, Any]] = []
-        for tensor in signature.inputs:
-            value = feeds.get(tensor.name)
-            if value is None:
-                continue
-            for found in declaration_mismatches(tensor, value):
-                expected = str(found.expected) if found.kind == "rank" else found.expected
-                mismatches.append(
-                    {"input": tensor.name, "axis": found.axis, "got": found.observed, "expected": expected, "cache": tensor.cache is not None}
-                )
-        if not mismatches:
-            return True
+        for found in rejected:
+            tensor = signature.tensor(found.input)
+            mismatches.append(
+                {"input": found.input, "axis": found.axis, "got": found.got, "expected": found.expected, "cache": bool(tensor and tensor.cache is not None)}
+            )
         shown = "; ".join(
             f"{m['input']}{' axis ' + str(m['axis']) if m['axis'] is not None else ''}: got {m['got']}, declared {m['expected']}"
             for m in mismatches[:4]
@@ -422,7 +395,6 @@ class Replayer:
                 remedy={"export_setting": "dynamic_axes", "inputs": sorted({str(m["input"]) for m in mismatches})},
             )
         )
-        return False
 
     def _check_outputs(self, signature: Signature, outputs: dict[str, np.ndarray], step: int, past_len: int, new: int, record: StepRecord, use_cache: bool) -> None:
         kv = signature.kv
@@ -474,57 +446,6 @@ class Replayer:
 
     # ------------------------------------------------------------------ decoding
 
-    def _encode(self, scenario: Scenario, batch: int, rng: np.random.Generator, state: DecodeState) -> None:
-        needs_hidden = any(t.role == roles.ENCODER_HIDDEN_STATES for s in (scenario.step0, scenario.stepn) if s for t in s.inputs)
-        state.encoder_mask = np.ones((batch, self.options.encoder_len), dtype=np.int64)
-        if not needs_hidden:
-            return
-        encoder = scenario.encoder
-        if encoder is None:
-            state.encoder_hidden = self._synthesized_hidden(scenario, batch, rng)
-            return
-        enc_vocab = vocab_size(encoder, self._vocab)
-        feeds: dict[str, np.ndarray] = {}
-        for tensor in encoder.inputs:
-            if tensor.role == roles.INPUT_IDS:
-                feeds[tensor.name] = rng.integers(0, enc_vocab, (batch, self.options.encoder_len)).astype(np.int64)
-            elif tensor.role == roles.ATTENTION_MASK:
-                feeds[tensor.name] = state.encoder_mask
-            else:
-                feeds[tensor.name] = self._encoder_features(tensor, batch, rng)
-        outputs = self.runtime.run(scenario.path(encoder), feeds)
-        hidden = next((outputs[t.name] for t in encoder.outputs if t.role == roles.HIDDEN_STATES), None)
-        if hidden is None:
-            hidden = next(iter(outputs.values()))
-        state.encoder_hidden = hidden
-
-    def _encoder_features(self, tensor: TensorSig, batch: int, rng: np.random.Generator) -> np.ndarray:
-        """Seeded random values for an encoder's non-token input (Whisper's input_features, pixel_values).
-
-        Their sizes are fixed by the model (mel bins x frames, channels x height x width), so every
-        axis but the batch must be a number.
-        """
-        dtype = numpy_dtype(tensor.elem_type)
-        if tensor.dims is None or not np.issubdtype(dtype, np.floating) or not all(d.is_static for d in tensor.dims[1:]):
-            raise UsageError(
-                f"encoder input {tensor.name} ({tensor.dtype} {format_dims(tensor.dims)}): replay can only synthesize "
-                "float inputs whose non-batch dims are fixed"
-            )
-        shape = (batch, *(int(d.value or 0) for d in tensor.dims[1:]))
-        return rng.standard_normal(shape).astype(dtype)
-
-    def _synthesized_hidden(self, scenario: Scenario, batch: int, rng: np.random.Generator) -> np.ndarray:
-        """No encoder file next to the decoder: seeded random encoder states of the declared width."""
-        tensor = scenario.step0.input(roles.ENCODER_HIDDEN_STATES)
-        assert tensor is not None
-        if tensor.dims is None or len(tensor.dims) != 3 or not tensor.dims[2].is_static:
-            raise UsageError(
-                f"{tensor.name} has no static hidden size and there is no encoder_model.onnx next to "
-                f"{scenario.step0.file}: replay the whole export folder"
-            )
-        shape = (batch, self.options.encoder_len, int(tensor.dims[2].value or 0))
-        return rng.standard_normal(shape).astype(numpy_dtype(tensor.elem_type))
-
     def _decode(
         self,
         scenario: Scenario,
@@ -536,120 +457,112 @@ class Replayer:
         rng: np.random.Generator,
         prefilled: int = 0,
     ) -> ScenarioResult:
-        """Run the schedule; with check=False only logits are collected (the padding reference).
-
-        `prefilled`: the first tokens are already "cached" at step 0 as a zero past that the mask hides
-        (a cache length fixed at export leaves a client no other way to call step 0).
-        """
+        """Run the schedule through the decode driver; with check=False only logits are collected (the padding
+        reference). The oracles observe each step; cached == uncached is judged once the decode is done."""
         result = ScenarioResult(scenario)
-        batch = tokens.shape[0]
         state = DecodeState(tokens[:, : prefilled + schedule[0]], mask[:, : prefilled + schedule[0]])
-        self._encode(scenario, batch, rng, state)
-        pasts: dict[str, np.ndarray] | None = None
-        if prefilled and scenario.step0.kv is not None:
-            pasts = {
-                p.past.name: np.zeros(cache_shape(p, p.past, batch, prefilled), dtype=numpy_dtype(p.past.elem_type))
-                for p in scenario.step0.kv.self_pairs()
-                if p.past is not None
-            }
-        position = prefilled
-        for step, new in enumerate(schedule):
-            position += new
-            state.tokens, state.mask = tokens[:, :position], mask[:, :position]
-            past_len = position - new
-            recompute = scenario.stepn is None
-            signature = scenario.step0 if step == 0 or recompute else scenario.stepn
-            assert signature is not None
-            use_cache = step > 0 and not recompute
-            feed_new = position if recompute else new
-            feeds = build_feeds(signature, state, feed_new, pasts=pasts, use_cache=use_cache, rng=rng)
-            record = StepRecord(scenario.name, step, signature.file, new, past_len, describe_shapes(feeds))
-            if check and not self._check_feeds(scenario, signature, feeds, step):
-                record.verdict = "feeds rejected"
+        encode(scenario, self.backend, state, tokens.shape[0], self.options.encoder_len, self._vocab, rng)
+        cached: list[tuple[StepRecord, DecodeStep]] = []  # steps to hold against the uncached reference
+        for step in decode(scenario, self.backend, tokens, mask, schedule, rng=rng, state=state, prefilled=prefilled):
+            signature = step.signature
+            record = StepRecord(scenario.name, step.step, signature.file, step.new, step.past_len, describe_shapes(step.feeds))
+            record.seconds = step.seconds
+            if step.error is not None:
+                record.verdict = "feeds rejected" if isinstance(step.error, FeedsRejected) else "failed"
                 result.steps.append(record)
-                return result
-            started = time.perf_counter()
-            try:
-                outputs = self.runtime.run(scenario.path(signature), feeds)
-            except Exception as exc:  # noqa: BLE001 - ORT raises Fail/InvalidArgument/RuntimeException
-                record.seconds = time.perf_counter() - started
-                record.verdict = "failed"
-                result.steps.append(record)
-                if check:
-                    missing = [
-                        p.past.name
-                        for p in (signature.kv.self_pairs() if signature.kv else [])
-                        if step > 0 and p.past is not None and (pasts is None or p.past.name not in pasts)
-                    ]
-                    self._step_failed(scenario, signature, feeds, step, str(exc), missing_pasts=missing)
-                return result
-            record.seconds = time.perf_counter() - started
-            record.outputs = describe_shapes(outputs)
-            logits_tensor = signature.output(roles.LOGITS)
-            logits = outputs.get(logits_tensor.name) if logits_tensor else None
+                if check and isinstance(step.error, FeedsRejected):
+                    self._feeds_rejected(scenario, signature, step.error.mismatches, step.step)
+                elif check:
+                    self._step_failed(scenario, signature, step.feeds, step.step, str(step.error), missing_pasts=step.missing_pasts)
+                break
+            assert step.outputs is not None
+            record.outputs = describe_shapes(step.outputs)
+            logits = step.logits()
             if logits is not None:
-                result.logits.append(logits[:, -new:] if logits.ndim == 3 else logits)
+                result.logits.append(logits)
             if check:
-                self._check_outputs(signature, outputs, step, past_len if not recompute else 0, feed_new, record, use_cache)
-                if step > 0 and logits is not None and scenario.uncached is not None and not recompute:
-                    self._compare_uncached(scenario, state, logits, new, step, record, rng, prefill=result.logits[0])
+                past_len = step.past_len if not step.recompute else 0
+                self._check_outputs(signature, step.outputs, step.step, past_len, step.fed_new, record, step.use_cache)
+                if step.step > 0 and logits is not None and scenario.uncached is not None and not step.recompute:
+                    cached.append((record, step))
                 if self.options.record is not None:
-                    self._record(step, feeds, outputs)
+                    self._record(step.step, step.feeds, step.outputs)
             result.steps.append(record)
-            if recompute:
-                continue
-            pasts = next_pasts(signature, outputs, state, first_step=step == 0)
-            if step == 0 and scenario.stepn is not None and scenario.stepn is not signature:
-                pasts = remap_pasts(scenario.stepn, signature, pasts, state)
+        if cached:
+            self._compare_uncached(scenario, cached, rng, prefill=result.logits[0])
         return result
 
-    def _compare_uncached(
-        self,
-        scenario: Scenario,
-        state: DecodeState,
-        logits: np.ndarray,
-        new: int,
-        step: int,
-        record: StepRecord,
-        rng: np.random.Generator,
-        *,
-        prefill: np.ndarray,
-    ) -> None:
+    def _uncached_logits(self, scenario: Scenario, state: DecodeState, rng: np.random.Generator, step: int) -> np.ndarray | None:
+        """Logits of every position of `state`'s tokens, recomputed without a cache (None: the run failed)."""
         reference = scenario.uncached
         assert reference is not None
         feeds = build_feeds(reference, state, state.tokens.shape[1], pasts=None, use_cache=False, rng=rng)
         try:
-            outputs = self.runtime.run(scenario.path(reference), feeds)
-        except Exception as exc:  # noqa: BLE001
-            record.verdict = "uncached run failed"
+            outputs = self.backend.infer(reference, feeds)
+        except Exception as exc:  # noqa: BLE001 - runtimes raise many types; FeedsRejected included
             self._step_failed(scenario, reference, feeds, step, str(exc), uncached=True)
-            return
+            return None
+        logits_tensor = reference.output(roles.LOGITS)
+        return outputs.get(logits_tensor.name) if logits_tensor is not None else None
+
+    def _compare_uncached(
+        self, scenario: Scenario, cached: list[tuple[StepRecord, DecodeStep]], rng: np.random.Generator, *, prefill: np.ndarray
+    ) -> None:
+        """Every cached step against an uncached recompute of the same tokens.
+
+        A causal model's logits at a position depend on the tokens up to it only, so one recompute of the
+        whole decoded sequence serves every step; exports that return the last position's logits only
+        are recomputed once per step.
+        """
+        reference = scenario.uncached
+        assert reference is not None
         logits_tensor = reference.output(roles.LOGITS)
         if logits_tensor is None:
             return
-        full = outputs[logits_tensor.name]
-        expected = full[:, -new:] if full.ndim == 3 else full
-        observed = logits[:, -new:] if logits.ndim == 3 else logits
-        if expected.shape != observed.shape:
+        last_record, last = cached[-1]
+        assert last.state is not None
+        full = self._uncached_logits(scenario, last.state, rng, last.step) if logits_tensor.rank != 2 else None
+        if full is None and logits_tensor.rank != 2:
+            last_record.verdict = "uncached run failed"
             return
-        if full.ndim == 3 and prefill.ndim == 3 and full.shape[1] >= prefill.shape[1] and full.shape[0] == prefill.shape[0]:
-            # the prompt's logits twice, from step 0 and from this recompute: equal in exact arithmetic
-            # whatever the cache does, so their difference is this model's own noise (numerics.envelope)
+        if full is not None and full.ndim == 3 and prefill.ndim == 3 and full.shape[0] == prefill.shape[0]:
+            # the prompt's logits twice, from step 0 and from the recompute: equal in exact arithmetic whatever
+            # the cache does, so their difference is this model's own noise (numerics.envelope)
             noise = compare_logits(full[:, : prefill.shape[1]], prefill)
             self._self_noise[reference.file] = max(noise.scaled, self._self_noise.get(reference.file, 0.0))
-            self._comparisons.append({"file": reference.file, "check": "self-noise", "step": step, **noise.to_dict()})
-        comparison = compare_logits(observed, expected)
+            self._comparisons.append({"file": reference.file, "check": "self-noise", "step": last.step, **noise.to_dict()})
+        for record, step in cached:
+            observed = step.logits()
+            assert observed is not None and step.state is not None
+            if full is not None and full.ndim == 3:
+                end = step.state.tokens.shape[1]
+                expected = full[:, end - step.new : end]
+            else:
+                recomputed = self._uncached_logits(scenario, step.state, rng, step.step)
+                if recomputed is None:
+                    record.verdict = "uncached run failed"
+                    return
+                expected = recomputed[:, -step.new :] if recomputed.ndim == 3 else recomputed
+            if expected.shape != observed.shape:
+                continue
+            self._judge_cached(scenario, record, step, compare_logits(observed, expected))
+
+    def _judge_cached(self, scenario: Scenario, record: StepRecord, step: DecodeStep, comparison: Comparison) -> None:
+        reference = scenario.uncached
+        assert reference is not None and step.state is not None
+        logits_tensor = reference.output(roles.LOGITS)
         record.max_diff_uncached = comparison.max_abs
         record.scaled_uncached = comparison.scaled
-        if self._judge(reference, "cache", step, comparison) is Drift.DEFECT:
+        if self._judge(reference, "cache", step.step, comparison) is Drift.DEFECT:
             record.verdict = "diverged"
             envelope = self._envelope(reference)
+            new = step.new
             self._add(
                 oracles.CACHE_DIVERGENCE.finding(
-                    f"step {step} ({new} new token{'s' if new > 1 else ''}, {state.tokens.shape[1] - new} cached): cached logits "
-                    f"differ from an uncached recompute of the same tokens: {comparison.describe()}; outside the "
+                    f"step {step.step} ({new} new token{'s' if new > 1 else ''}, {step.state.tokens.shape[1] - new} cached): cached "
+                    f"logits differ from an uncached recompute of the same tokens: {comparison.describe()}; outside the "
                     f"{envelope.describe()} of this {self._context(reference).regime.kind} model",
-                    Location(scenario.stepn.file if scenario.stepn else None, "output", logits_tensor.name, None, step),
+                    Location(scenario.stepn.file if scenario.stepn else None, "output", logits_tensor.name if logits_tensor else None, None, step.step),
                     evidence={
                         "max_abs_diff": comparison.max_abs,
                         "allowed": envelope.scaled * comparison.spread,
@@ -715,20 +628,6 @@ class Replayer:
         dumps.write_dump(folder, f"step{step}_outputs", outputs, fmt)
 
     # ------------------------------------------------------------------ entry
-
-    def _tokens(self, scenario: Scenario, rng: np.random.Generator, schedule: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
-        batch = self.options.batch
-        total = sum(schedule)
-        vocab = vocab_size(scenario.step0, self._vocab)
-        tokens = rng.integers(0, vocab, (batch, total)).astype(np.int64)
-        mask = np.ones((batch, total), dtype=np.int64)
-        pad = 0
-        step0 = scenario.step0
-        decoder_only = not step0.input(roles.ENCODER_HIDDEN_STATES) and not (step0.kv and step0.kv.cross_attention)
-        if batch > 1 and decoder_only and step0.input(roles.ATTENTION_MASK) and step0.input(roles.POSITION_IDS):
-            pad = min(2, schedule[0] - 1)
-            mask[1, :pad] = 0
-        return tokens, mask, pad
 
     def _adapt(self, scenario: Scenario, result_notes: list[str]) -> ReplayOptions:
         """Options for one scenario: a batch or encoder length fixed at export is used, not fought.
@@ -884,7 +783,7 @@ class Replayer:
             self.options = self._adapt(scenario, notes)
             rng = np.random.default_rng(self.options.seed)
             schedule = self.options.schedule()
-            tokens, mask, pad = self._tokens(scenario, rng, schedule)
+            tokens, mask, pad = prompt_tokens(scenario, self.options.batch, schedule, self._vocab, rng)
             result = self._decode(scenario, tokens, mask, schedule, check=True, rng=np.random.default_rng(self.options.seed + 1))
             result.notes.extend(notes)
             if scenario.encoder is None and any(t.role == roles.ENCODER_HIDDEN_STATES for t in scenario.step0.inputs):

@@ -74,6 +74,11 @@ class Runtime:
                 raise UnusableInputError(path, f"ONNX Runtime cannot load this model: {first_line}") from None
         return self._sessions[key]
 
+    def close(self) -> None:
+        """Drop every session (their memory goes back when nothing else holds them)."""
+        self._sessions.clear()
+        self._output_names.clear()
+
     def session_from_model(self, model: onnx.ModelProto) -> Any:
         """A throw-away session for an extracted sub-model (used to localize failures)."""
         return _ort().InferenceSession(model.SerializeToString(), sess_options=self.options(), providers=self.providers)

@@ -3,42 +3,14 @@ adapter, and real optimum exports made from them (HF_HUB_OFFLINE, tiny random we
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import warnings
 from pathlib import Path
 
 import pytest
 
-from support import FIXTURES
+from support import optimum_export, rebuild_source
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def rebuild_source(fixture: str, out: Path, seed: int = 0) -> Path:
-    """The Hugging Face model a committed fixture was exported from (scripts/make_fixtures.py seeds 0)."""
-    import torch
-    import transformers
-
-    settings = json.loads((FIXTURES / fixture / "export_settings.json").read_text())
-    config = transformers.AutoConfig.from_pretrained(FIXTURES / fixture)
-    torch.manual_seed(seed)
-    getattr(transformers, settings["model_class"])(config).eval().save_pretrained(out)
-    return out
-
-
-def optimum_export(source: Path, out: Path, task: str = "text-generation-with-past", **flags: object) -> Path:
-    from optimum.exporters.onnx import main_export
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            main_export(model_name_or_path=str(source), output=str(out), task=task, do_validation=False, **flags)
-        finally:
-            logging.disable(logging.NOTSET)
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from support import FIXTURES, run_cli
+from support import FIXTURES, optimum_export, run_cli
 from onnxdoctor.errors import UnusableInputError
 from onnxdoctor.fidelity.verify import FidelityOptions, verify
 from onnxdoctor.findings import Severity
@@ -153,8 +153,6 @@ def gemma2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
     import transformers
 
-    from conftest import optimum_export
-
     root = tmp_path_factory.mktemp("gemma2")
     values = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   head_dim=8, vocab_size=128, max_position_embeddings=128)
@@ -202,3 +200,23 @@ def test_export_without_the_window_departs_after_the_window(gemma2: dict[str, Pa
     # identical while the sequence fits the window (prompt 2 + steps 0-2 = 4 tokens), departs after
     assert finding.evidence["agreed_tokens"] == 4 and finding.location.step == 3
     assert "first 4 tokens" in finding.message
+
+
+WRAPPERS = Path(__file__).resolve().parents[1] / "recovery" / "torch_wrappers.py"
+
+
+@pytest.mark.parametrize("factory", ["tiny_decoder", "tiny_decoder_positional", "varargs_baked_view"])
+def test_a_torch_factory_is_a_source_too(factory: str) -> None:
+    """The module torch.onnx exported the legacy fixture from, called the way the exporter called it
+    (a dict, the positional 4-tuple, a *past forward): the export agrees with it."""
+    report = verify(FIXTURES / "torch-legacy", f"{WRAPPERS}:{factory}", options=FidelityOptions(steps=3, batch=1))
+    assert _problems(report) == []
+    (result,) = report.results
+    assert all(r.logits is not None and r.logits.scaled < 1e-3 for r in result.rows)
+    assert {name for r in result.rows for name in r.presents} == {f"present_{p}_{l}" for l in (0, 1) for p in ("key", "value")}
+
+
+def test_a_factory_that_raises_is_one_line() -> None:
+    result = run_cli("verify", FIXTURES / "torch-legacy", "--source", f"{WRAPPERS}:raising", "--steps", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "raising() raised" in result.stderr

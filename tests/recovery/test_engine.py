@@ -300,3 +300,22 @@ def test_dynamo_export_of_keyword_only_and_dict_input_forwards(factory: str, tmp
     report = Replayer(inspect_path(tmp_path / "model.onnx"), ReplayOptions(steps=2)).run()
     assert [i.name for i in report.results[0].scenario.step0.inputs][:3] == ["input_ids", "attention_mask", "past_key_0"]
     assert report.exit_code == 0 and [r.protocol for r in report.results] == ["general"], [f.message for f in report.findings]
+
+
+def test_a_reexport_that_departs_from_its_source_is_not_kept(tmp_path: Path) -> None:
+    """inspect + replay pass (the trace is consistent with itself), verify against the module does not:
+    a tensor value read into Python at trace time. fix keeps nothing, and says why."""
+    data = _fix(FIXTURES / "broken-torch-no-dynamic-axes", "--source", f"{WRAPPERS}:traced_constant", "--out", tmp_path / "out")
+    assert data["kept"] is None and data["_returncode"] != 0
+    verified = [a for a in data["attempts"] if a.get("verify")]
+    assert verified, data["attempts"]
+    for attempt in verified:
+        assert attempt["result"] == "rejected"
+        assert "departs from the source" in attempt["reason"] and attempt["verify"]["exit_code"] == 1
+        assert {"ODV701", "ODV703"} & set(attempt["verify"]["codes"])
+
+
+def test_a_kept_reexport_agrees_with_its_source(tmp_path: Path) -> None:
+    data = _fix(FIXTURES / "broken-torch-no-dynamic-axes", "--source", f"{WRAPPERS}:tiny_decoder", "--out", tmp_path / "out")
+    kept = next(a for a in data["attempts"] if a["result"] == "kept")
+    assert "verify agrees with the source" in kept["reason"] and kept["verify"]["exit_code"] == 0

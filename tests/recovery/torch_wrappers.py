@@ -133,3 +133,34 @@ def three_tuple() -> tuple[Any, ...]:
     """Neither form: (module, inputs, names) with the output names forgotten."""
     entry = tiny_decoder()
     return entry["model"], entry["args"], entry["input_names"]
+
+
+class _TracedConstant:
+    """Builds a module whose forward reads a size into Python (a TracerWarning: 'Converting a tensor to a
+    Python integer might cause the trace to be incorrect'): the export bakes the example's 3 tokens in,
+    so it agrees with itself at every step and departs from the module whenever a step feeds another count."""
+
+    @staticmethod
+    def build() -> Any:
+        import torch
+
+        inner = tiny_decoder()["model"]
+
+        class ShiftByTokenCount(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor) -> Any:
+                logits, *presents = self.inner(input_ids, attention_mask, *past)
+                shift = int(input_ids.shape[1])  # a Python number: the trace keeps the example's 3
+                return (torch.roll(logits, shifts=shift, dims=-1), *presents)
+
+        return ShiftByTokenCount().eval()
+
+
+def traced_constant() -> tuple[Any, ...]:
+    """A wrapper whose trace is wrong at decode time (a size read into Python)."""
+    import make_fixtures as mf
+
+    return _TracedConstant.build(), mf._tiny_decoder_example(), INPUTS, OUTPUTS
