@@ -72,6 +72,7 @@ class ScenarioFidelity:
     observed: Side
     encoder_drift: float | None = None
     continuation: dict[str, list[list[int]]] = field(default_factory=dict)  # side -> greedy new tokens per row
+    mask: np.ndarray | None = field(default=None, repr=False)  # the attention mask both sides were fed
 
 
 @dataclass
@@ -207,6 +208,39 @@ def _encoder_finding(scenario: Scenario, drift: float | None, envelope: Envelope
     )
 
 
+def hold(
+    names: tuple[str, str],
+    scenarios: tuple[Scenario, Scenario],
+    backends: tuple[Backend, Backend],
+    options: FidelityOptions,
+    vocab: int | None,
+    envelope: Envelope,
+    progress: Progress,
+) -> ScenarioFidelity:
+    """The reference decodes greedily, the other side is fed its tokens, then decodes greedily on its own."""
+    (ref_name, obs_name), (ref_scenario, obs_scenario), (ref_backend, obs_backend) = names, scenarios, backends
+    rng = np.random.default_rng(options.seed)
+    tokens, mask, _pad = prompt_tokens(ref_scenario, options.batch, _schedule(options), vocab, rng)
+    reference = run_side(ref_name, ref_scenario, ref_backend, tokens, mask, options, vocab, choose=True, progress=progress)
+    assert reference.tokens is not None
+    observed = run_side(obs_name, obs_scenario, obs_backend, reference.tokens, mask, options, vocab, choose=False, progress=progress)
+    result = ScenarioFidelity(obs_scenario, compare_steps(reference.steps, observed.steps, envelope), envelope, reference, observed, mask=mask)
+    result.encoder_drift = _encoder_drift(reference, observed)
+    own = run_side(f"{obs_name} (greedy)", obs_scenario, obs_backend, tokens, mask, options, vocab, choose=True, progress=progress)
+    result.continuation = {ref_name: _continuation(reference, options.prompt_len), obs_name: _continuation(own, options.prompt_len)}
+    return result
+
+
+def findings_of(result: ScenarioFidelity, against: str, rule: Rule = DEPARTS) -> list[Finding]:
+    """The departure (or drift) findings of one held scenario, the encoder's first."""
+    scenario = result.scenario
+    decoder = scenario.stepn or scenario.step0
+    logits = decoder.output(roles.LOGITS)
+    found = departure_findings(result.rows, result.envelope, decoder.file, logits.name if logits else None, against=against, rule=rule)
+    encoder_finding = _encoder_finding(scenario, result.encoder_drift, result.envelope, against, rule)
+    return ([encoder_finding] if encoder_finding is not None else []) + found
+
+
 # ---------------------------------------------------------------------------------------------- verify
 
 
@@ -320,23 +354,11 @@ def verify(
     findings: list[Finding] = []
     for scenario in scenarios:
         progress(f"verifying {scenario.describe()}")
-        rng = np.random.default_rng(options.seed)
-        tokens, mask, _pad = prompt_tokens(scenario, options.batch, _schedule(options), vocab, rng)
-        reference = run_side("source", scenario, torch_backend, tokens, mask, options, vocab, choose=True, progress=progress)
-        assert reference.tokens is not None
-        observed = run_side("export", scenario, ort_backend, reference.tokens, mask, options, vocab, choose=False, progress=progress)
-        result = ScenarioFidelity(scenario, compare_steps(reference.steps, observed.steps, envelope), envelope, reference, observed)
-        result.encoder_drift = _encoder_drift(reference, observed)
-        own = run_side("export (greedy)", scenario, ort_backend, tokens, mask, options, vocab, choose=True, progress=progress)
-        result.continuation = {"source": _continuation(reference, options.prompt_len), "export": _continuation(own, options.prompt_len)}
+        result = hold(("source", "export"), (scenario, scenario), (torch_backend, ort_backend), options, vocab, envelope, progress)
         results.append(result)
-        logits = (scenario.stepn or scenario.step0).output(roles.LOGITS)
-        found = departure_findings(result.rows, envelope, (scenario.stepn or scenario.step0).file, logits.name if logits else None, against=against)
-        encoder_finding = _encoder_finding(scenario, result.encoder_drift, envelope, against)
-        if encoder_finding is not None:
-            found.insert(0, encoder_finding)
+        found = findings_of(result, against)
         if base_backend is not None and any(f.severity is Severity.ERROR for f in found):
-            found = _adapter_check(found, scenario, base_backend, reference, observed, mask, options, vocab, envelope, adapter_path, progress)
+            found = _adapter_check(found, result, base_backend, options, vocab, adapter_path, progress)
         findings.extend(found)
     torch_backend.deactivate()
     if base_backend is not None:
@@ -346,22 +368,19 @@ def verify(
 
 def _adapter_check(
     found: list[Finding],
-    scenario: Scenario,
+    result: ScenarioFidelity,
     base_backend: Backend,
-    reference: Side,
-    observed: Side,
-    mask: np.ndarray,
     options: FidelityOptions,
     vocab: int | None,
-    envelope: Envelope,
     adapter: Path | None,
     progress: Progress,
 ) -> list[Finding]:
     """The export departs from base + adapter: does it match the base alone? Then the adapter is missing."""
     progress("the export departs: decoding the base model without the adapter to see whether it matches that")
-    assert reference.tokens is not None
-    base = run_side("base", scenario, base_backend, reference.tokens, mask, options, vocab, choose=False, progress=progress)
-    rows = compare_steps(base.steps, observed.steps, envelope)
+    tokens = result.reference.tokens
+    assert tokens is not None and result.mask is not None
+    base = run_side("base", result.scenario, base_backend, tokens, result.mask, options, vocab, choose=False, progress=progress)
+    rows = compare_steps(base.steps, result.observed.steps, result.envelope)
     if first_departure(rows) is not None:
         return found
     against_merged = next((f for f in found if f.severity is Severity.ERROR), None)
@@ -412,25 +431,8 @@ def compare(
                 f"{', '.join(s.describe() for s in scenarios_b)}); compare exports of one layout, or pick files with --file"
             )
         progress(f"comparing {scenario_a.describe()} with {scenario_b.describe()}")
-        rng = np.random.default_rng(options.seed)
-        tokens, mask, _pad = prompt_tokens(scenario_a, options.batch, _schedule(options), vocab, rng)
-        side_a = run_side("A", scenario_a, backend_a, tokens, mask, options, vocab, choose=True, progress=progress)
-        assert side_a.tokens is not None
-        side_b = run_side("B", scenario_b, backend_b, side_a.tokens, mask, options, vocab, choose=False, progress=progress)
-        result = ScenarioFidelity(scenario_a, compare_steps(side_a.steps, side_b.steps, envelope), envelope, side_a, side_b)
-        result.encoder_drift = _encoder_drift(side_a, side_b)
-        own_b = run_side("B (greedy)", scenario_b, backend_b, tokens, mask, options, vocab, choose=True, progress=progress)
-        result.continuation = {"A": _continuation(side_a, options.prompt_len), "B": _continuation(own_b, options.prompt_len)}
+        result = hold(("A", "B"), (scenario_a, scenario_b), (backend_a, backend_b), options, vocab, envelope, progress)
         results.append(result)
-        logits = (scenario_b.stepn or scenario_b.step0).output(roles.LOGITS)
-        findings.extend(
-            departure_findings(
-                result.rows, envelope, (scenario_b.stepn or scenario_b.step0).file, logits.name if logits else None,
-                against=f"A ({Path(path_a).name})", rule=EXPORTS_DISAGREE,
-            )
-        )
-        encoder_finding = _encoder_finding(scenario_b, result.encoder_drift, envelope, f"A ({Path(path_a).name})", EXPORTS_DISAGREE)
-        if encoder_finding is not None:
-            findings.append(encoder_finding)
+        findings.extend(findings_of(result, f"A ({Path(path_a).name})", EXPORTS_DISAGREE))
     return FidelityReport("compare", str(path_b), f"A ({path_a})", results, sort_findings(findings), options)
 

@@ -19,7 +19,6 @@ from onnxdoctor.context import Context
 from onnxdoctor.findings import Finding, Rule, Severity, register
 from onnxdoctor.inspectors import inspector
 from onnxdoctor.model import roles
-from onnxdoctor.model.export import ExportFolder, orphan_past_symbols
 from onnxdoctor.model.signature import Signature
 
 FROZEN_BRANCH = (

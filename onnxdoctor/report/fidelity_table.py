@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from onnxdoctor.fidelity.trace import StepDrift
 from onnxdoctor.fidelity.verify import FidelityReport
-from onnxdoctor.report.table import render_findings
+from onnxdoctor.report.table import closing_blocks
 
 
 def _row(row: StepDrift) -> list[object]:
@@ -48,8 +48,4 @@ def render_fidelity(report: FidelityReport) -> str:
             f"{result.observed.name} {result.observed.seconds * 1000:.0f} ms"
         )
         blocks.append("\n".join(lines))
-    blocks.append(render_findings(report.findings))
-    counts = report.counts()
-    blocks.append(f"Summary: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} info")
-    blocks.append("Verdict: " + textwrap.fill(report.verdict(), 100, subsequent_indent="         "))
-    return "\n\n".join(blocks)
+    return "\n\n".join(blocks + closing_blocks(report.findings, report.counts(), report.verdict()))

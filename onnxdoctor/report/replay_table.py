@@ -7,7 +7,7 @@ import textwrap
 from tabulate import tabulate
 
 from onnxdoctor.replay.harness import ReplayReport, StepRecord
-from onnxdoctor.report.table import render_findings
+from onnxdoctor.report.table import closing_blocks
 
 
 def _shapes(shapes: dict[str, list[int]], limit: int = 3) -> str:
@@ -37,8 +37,4 @@ def render_replay(report: ReplayReport) -> str:
             lines.append("   step 0 feeds: " + textwrap.shorten(_shapes(first.feeds, 6), 140))
         lines.extend(f"   note: {note}" for note in result.notes)
         blocks.append("\n".join(lines))
-    blocks.append(render_findings(report.findings))
-    counts = report.counts()
-    blocks.append(f"Summary: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} info")
-    blocks.append("Verdict: " + textwrap.fill(report.verdict(), 100, subsequent_indent="         "))
-    return "\n\n".join(blocks)
+    return "\n\n".join(blocks + closing_blocks(report.findings, report.counts(), report.verdict()))

@@ -182,9 +182,14 @@ def render_findings(findings: Iterable[Finding]) -> str:
     return "\n".join(lines)
 
 
+def closing_blocks(findings: list[Finding], counts: dict[str, int], verdict: str | None = None) -> list[str]:
+    """Findings, the summary line and the verdict: how every command's table ends."""
+    blocks = [render_findings(findings), f"Summary: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} info"]
+    if verdict is not None:
+        blocks.append("Verdict: " + textwrap.fill(verdict, 100, subsequent_indent="         "))
+    return blocks
+
+
 def render_inspect(report: InspectReport) -> str:
     blocks = [render_file(f) for f in report.files]
-    blocks.append(render_findings(report.findings))
-    counts = report.counts()
-    blocks.append(f"Summary: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} info")
-    return "\n\n".join(blocks)
+    return "\n\n".join(blocks + closing_blocks(report.findings, report.counts()))
