@@ -285,6 +285,17 @@ def _baked_sizes(evidence: dict[str, Any]) -> list[tuple[str, int, int]]:
     return sizes
 
 
+def _drift_evidence(comparison: Comparison, envelope: Envelope, **extra: Any) -> dict[str, Any]:
+    """What a divergence finding carries: the numbers, the absolute allowance and the envelope that judged them."""
+    return {
+        "max_abs_diff": comparison.max_abs,
+        "allowed": envelope.scaled * comparison.spread,
+        "comparison": comparison.to_dict(),
+        "envelope": envelope.name,
+        **extra,
+    }
+
+
 class Replayer:
     """Runs every scenario of an export under the reference protocol and collects findings."""
 
@@ -563,14 +574,7 @@ class Replayer:
                     f"logits differ from an uncached recompute of the same tokens: {comparison.describe()}; outside the "
                     f"{envelope.describe()} of this {self._context(reference).regime.kind} model",
                     Location(scenario.stepn.file if scenario.stepn else None, "output", logits_tensor.name if logits_tensor else None, None, step.step),
-                    evidence={
-                        "max_abs_diff": comparison.max_abs,
-                        "allowed": envelope.scaled * comparison.spread,
-                        "comparison": comparison.to_dict(),
-                        "envelope": envelope.name,
-                        "new_tokens": new,
-                        "reference": reference.file,
-                    },
+                    evidence=_drift_evidence(comparison, envelope, new_tokens=new, reference=reference.file),
                 )
             )
 
@@ -865,13 +869,7 @@ class Replayer:
                         f"step {step}: row 1 (left-padded by {pad}) differs from the same tokens decoded alone: "
                         f"{comparison.describe()}; outside the {envelope.describe()}",
                         Location(signature.file, "output", None, None, step),
-                        evidence={
-                            "max_abs_diff": comparison.max_abs,
-                            "allowed": envelope.scaled * comparison.spread,
-                            "comparison": comparison.to_dict(),
-                            "envelope": envelope.name,
-                            "padding": pad,
-                        },
+                        evidence=_drift_evidence(comparison, envelope, padding=pad),
                     )
                 )
                 return
