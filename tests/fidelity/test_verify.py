@@ -153,7 +153,14 @@ def gemma2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
     import transformers
 
-    from conftest import optimum_export
+    import importlib.util
+
+    # `from conftest import ...` picks whichever conftest the whole suite imported last (tests/numerics')
+    spec = importlib.util.spec_from_file_location("fidelity_conftest", Path(__file__).with_name("conftest.py"))
+    assert spec is not None and spec.loader is not None
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    optimum_export = helpers.optimum_export
 
     root = tmp_path_factory.mktemp("gemma2")
     values = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
