@@ -4,9 +4,9 @@
 of parsing before anything is inspected. Inspection needs names, types, dims, nodes and the few
 tiny constants (shape targets), never the weights. This module walks the protobuf wire format with
 positioned reads (os.pread) and re-encodes the ModelProto with the data of every large tensor left
-out, so only the bytes of the graph structure are read. Not a memory map: touching one byte of a
-mapped file maps its whole page-cache folio (megabytes on current kernels), and the header of every
-weight then pulls most of the weights into resident memory anyway.
+out, so only the bytes of the graph structure are read. Not a memory map: touching a weight's
+header in a mapped file can map far more than that page (a 500 MB inline-weight model read through
+an mmap was 300 MB resident even with MADV_RANDOM; through pread it is under 90 MB).
 
 A stripped tensor keeps its name, dims and data type and carries a metadata_props entry
 `onnxdoctor.stripped_bytes`, so later code can tell "weights not read" from "empty tensor".
