@@ -35,9 +35,10 @@ class Scope:
     producers: dict[str, onnx.NodeProto] = field(default_factory=dict)
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
     initializers: dict[str, onnx.TensorProto] = field(default_factory=dict)
-    shapes: dict[str, tuple[Dim, ...]] = field(default_factory=dict)
-    elem_types: dict[str, int] = field(default_factory=dict)
     graph_inputs: set[str] = field(default_factory=set)
+    # name -> declared or inferred value; its dims are parsed on first ask (most are never asked for)
+    values: dict[str, onnx.ValueInfoProto] = field(default_factory=dict)
+    _dims: dict[str, tuple[Dim, ...] | None] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for node in self.graph.node:
@@ -49,12 +50,14 @@ class Scope:
                     self.consumers.setdefault(name, []).append(node)
         self.initializers = {t.name: t for t in self.graph.initializer}
         self.graph_inputs = {v.name for v in self.graph.input}
-        for value in list(self.graph.input) + list(self.graph.output) + list(self.graph.value_info):
-            dims = dims_of(value)
-            if dims is not None:
-                self.shapes[value.name] = dims
-            if value.type.HasField("tensor_type"):
-                self.elem_types[value.name] = value.type.tensor_type.elem_type
+        for values in (self.graph.input, self.graph.output, self.graph.value_info):
+            self.values.update((value.name, value) for value in values)
+
+    def _declared_dims(self, name: str) -> tuple[Dim, ...] | None:
+        if name not in self._dims:
+            value = self.values.get(name)
+            self._dims[name] = dims_of(value) if value is not None else None
+        return self._dims[name]
 
     def chain(self) -> Iterator[Scope]:
         scope: Scope | None = self
@@ -81,8 +84,9 @@ class Scope:
 
     def shape(self, name: str) -> tuple[Dim, ...] | None:
         for scope in self.chain():
-            if name in scope.shapes:
-                return scope.shapes[name]
+            dims = scope._declared_dims(name)
+            if dims is not None:
+                return dims
             if name in scope.initializers:
                 return tuple(Dim(value=int(d)) for d in scope.initializers[name].dims)
         return None

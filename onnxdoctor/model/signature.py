@@ -30,11 +30,20 @@ CONTRIB_ATTENTION_OPS = frozenset(
 _SEQUENCE_WORDS = re.compile(r"seq|len|past|total|cache|kv|ctx|context|^s\d+$|time|step", re.IGNORECASE)
 
 
+# TensorProto.DataType -> the numpy / ml_dtypes name (what onnx.helper.tensor_dtype_to_np_dtype gives),
+# as a table: the signature is built for every file inspected and needs no numpy dtype objects.
+_DTYPE_NAMES = (
+    "undefined", "float32", "uint8", "int8", "uint16", "int16", "int32", "int64", "object", "bool", "float16",
+    "float64", "uint32", "uint64", "complex64", "complex128", "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz",
+    "float8_e5m2", "float8_e5m2fnuz", "uint4", "int4", "float4_e2m1fn", "float8_e8m0fnu", "uint2", "int2",
+    "float6_e2m3fn", "float6_e3m2fn",
+)
+
+
 def dtype_name(elem_type: int) -> str:
-    try:
-        return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name if elem_type != 16 else "bfloat16"
-    except (KeyError, TypeError, ValueError):
-        return onnx.TensorProto.DataType.Name(elem_type).lower() if elem_type else "undefined"
+    if 0 <= elem_type < len(_DTYPE_NAMES):
+        return _DTYPE_NAMES[elem_type]
+    return f"elem_type {elem_type}"  # newer than this table (and than the onnx installed)
 
 
 @dataclass(frozen=True)
@@ -133,12 +142,26 @@ class KVLayout:
     stacked: bool
     mode: str  # merged | with_past | no_past | past_only
     pairs: list[CachePair] = field(default_factory=list)
+    _index: dict[tuple[str, str], CachePair] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _index_size: int = field(default=-1, init=False, repr=False, compare=False)
 
     def self_pairs(self) -> list[CachePair]:
         return [p for p in self.pairs if p.attention == "self"]
 
     def cross_pairs(self) -> list[CachePair]:
         return [p for p in self.pairs if p.attention == "cross"]
+
+    def pair_of(self, tensor: TensorSig) -> CachePair | None:
+        """The pair a past or present belongs to: a dict lookup, so per-tensor checks stay linear in layers."""
+        if self._index_size != len(self.pairs):  # built on first use (and again if pairs were appended)
+            self._index = {}
+            for pair in self.pairs:
+                for member in (pair.past, pair.present):
+                    if member is not None:
+                        self._index.setdefault((member.io, member.name), pair)
+            self._index_size = len(self.pairs)
+        pair = self._index.get((tensor.io, tensor.name))
+        return pair if pair is not None and tensor in (pair.past, pair.present) else None
 
 
 @dataclass
@@ -409,7 +432,7 @@ def axis_roles(signature: Signature, tensor: TensorSig) -> dict[int, str]:
     rank = len(tensor.dims)
     if tensor.cache is not None:
         kv = signature.kv
-        pair = next((p for p in kv.pairs if tensor in (p.past, p.present)), None) if kv else None
+        pair = kv.pair_of(tensor) if kv else None
         if pair is None or pair.axes is None or pair.axes.rank != rank:
             return {}
         if tensor.cache.attention == "cross":

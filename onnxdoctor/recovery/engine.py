@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -545,7 +546,7 @@ class RecoveryEngine:
             return mended
         for sibling in source.parent.glob("*.onnx"):  # an export folder keeps its other files (the encoder)
             if sibling.name != source.name and not (attempt.out / sibling.name).exists():
-                (attempt.out / sibling.name).write_bytes(sibling.read_bytes())
+                _copy_with_external_data(sibling, attempt.out)
         return attempt.out
 
     def _explain_baked(self, report: FixReport) -> None:
@@ -573,6 +574,17 @@ class RecoveryEngine:
         if lines:
             message += f"; source: {'; '.join(lines)}"
         report.notes.append(message)
+
+
+def _copy_with_external_data(model: Path, folder: Path) -> None:
+    """Copy a model file and the external data files it names (a model past 2 GB keeps its weights there)."""
+    from onnxdoctor.model.load import load_file
+
+    for name in [model.name, *load_file(model).external_files]:
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            shutil.copyfile(model.parent / name, target)
 
 
 def _stack_lines(report: FixReport) -> list[str]:

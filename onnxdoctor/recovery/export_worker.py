@@ -72,6 +72,23 @@ def export_optimum(spec: dict[str, Any]) -> None:
     )
 
 
+# Weights past this many bytes go to an external data file: a protobuf message (the .onnx) cannot
+# exceed 2 GB, and the graph and constants need room beside the weights.
+INLINE_LIMIT_BYTES = 1536 * 1024 * 1024
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes of a torch module's parameters and buffers, tied weights counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        key = (tensor.data_ptr(), tensor.nbytes)
+        if key not in seen:
+            seen.add(key)
+            total += tensor.nbytes
+    return total
+
+
 FACTORY_ERROR = 3  # exit status of a factory that raises or returns something torch.onnx.export does not take
 
 
@@ -287,9 +304,14 @@ def export_torch(spec: dict[str, Any]) -> None:
     if settings.get("dynamo"):
         shapes = dynamic_shapes_for(model, args, kwargs, input_names, dynamic_axes)
         args, kwargs = _keyword_dict_inputs(model, args, kwargs)
-        _log(f"torch.onnx.export dynamo=True opset={settings.get('opset')} dynamic_shapes for parameters {', '.join(shapes)}")
+        size = weight_bytes(model)
+        external = size > INLINE_LIMIT_BYTES  # the legacy exporter decides this itself; dynamo must be told
+        _log(
+            f"torch.onnx.export dynamo=True opset={settings.get('opset')} dynamic_shapes for parameters {', '.join(shapes)}"
+            f"; weights {size / 1024**2:.0f} MB " + ("in external data (model.onnx.data)" if external else "inline")
+        )
         torch.onnx.export(
-            model, args, str(out), kwargs=kwargs or None, dynamo=True, external_data=False, dynamic_shapes=shapes,
+            model, args, str(out), kwargs=kwargs or None, dynamo=True, external_data=external, dynamic_shapes=shapes,
             input_names=input_names, output_names=output_names or None, opset_version=settings.get("opset"),
         )
     else:

@@ -121,3 +121,20 @@ def test_symlinked_external_data_escaping_the_folder_is_refused(tmp_path: Path) 
 def test_folder_lists_optimum_files_in_decoding_order() -> None:
     bundle = load(FIXTURES / "optimum-t5")
     assert [f.file_role for f in bundle.files] == ["encoder", "decoder_merged", "decoder", "decoder_with_past"]
+
+
+def test_a_file_too_big_to_read_whole_is_walked_by_positioned_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past _LOCAL_BYTES the walk reads field headers from the file; the result is the in-memory one."""
+    from onnxdoctor.model import slim
+
+    path = tmp_path / "model.onnx"
+    onnx.save(_model_with_weights_everywhere(), path)
+    whole = slim.slim_model_bytes(path.read_bytes())
+    monkeypatch.setattr(slim, "_LOCAL_BYTES", 1024)  # every message bigger than 1 KB stays on disk
+    monkeypatch.setattr(slim, "_WINDOW_BYTES", 512)
+    walked = slim.load_slim(path)
+    assert walked.SerializeToString() == onnx.ModelProto.FromString(whole).SerializeToString()
+    assert stripped_bytes(walked.graph.initializer[0]) is not None and len(walked.graph.node) == 5
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(UnusableInputError, match="truncated"):
+        load(path)

@@ -97,3 +97,17 @@ def test_planted_signature_defect_is_the_only_problem(
     problems = [f for f in report.findings if f.severity is not Severity.INFO]
     assert [(f.code, f.location.kind, f.location.name) for f in problems] == [(code, kind, name)]
     assert report.exit_code == 1
+
+
+def test_dtype_names_match_onnx_for_every_known_element_type() -> None:
+    """The signature's own table names each TensorProto type as onnx.helper maps it to numpy."""
+    import onnx
+
+    from onnxdoctor.model.signature import dtype_name
+
+    for elem_type in onnx.TensorProto.DataType.values():
+        if elem_type == onnx.TensorProto.UNDEFINED:
+            assert dtype_name(elem_type) == "undefined"
+            continue
+        assert dtype_name(elem_type) == onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+    assert dtype_name(999) == "elem_type 999"

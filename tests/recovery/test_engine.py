@@ -319,3 +319,47 @@ def test_a_kept_reexport_agrees_with_its_source(tmp_path: Path) -> None:
     data = _fix(FIXTURES / "broken-torch-no-dynamic-axes", "--source", f"{WRAPPERS}:tiny_decoder", "--out", tmp_path / "out")
     kept = next(a for a in data["attempts"] if a["result"] == "kept")
     assert "verify agrees with the source" in kept["reason"] and kept["verify"]["exit_code"] == 0
+
+
+def test_dynamo_reexport_past_the_inline_limit_writes_external_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model over 2 GB cannot be one protobuf: the worker switches dynamo to external data by the weights' size.
+
+    The limit is lowered so a tiny model takes the path a real-size one takes; the export must still load and replay.
+    """
+    import onnx
+
+    from onnxdoctor.engine import inspect_path
+    from onnxdoctor.recovery import export_worker
+    from onnxdoctor.recovery.engine import dynamic_axes_for
+    from onnxdoctor.replay.harness import Replayer, ReplayOptions
+
+    monkeypatch.setattr(export_worker, "INLINE_LIMIT_BYTES", 0)
+    axes = dynamic_axes_for([r.signature for r in inspect_path(FIXTURES / "torch-legacy").files])
+    spec = {
+        "source": f"{WRAPPERS}:keyword_only_baked_view", "out": str(tmp_path), "names": {},
+        "settings": {"dynamo": True, "opset": 18, "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in axes.items()}},
+    }
+    export_worker.export_torch(spec)
+    model = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
+    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external and (tmp_path / "model.onnx.data").is_file()
+    report = Replayer(inspect_path(tmp_path / "model.onnx"), ReplayOptions(steps=2)).run()
+    assert report.exit_code == 0, [f.message for f in report.findings]
+
+
+def test_a_folder_file_copied_beside_a_mended_model_keeps_its_external_data(tmp_path: Path) -> None:
+    """Surgery copies the export's other files (the encoder); one with external data needs its data file too."""
+    import onnx
+
+    from onnxdoctor.recovery.engine import _copy_with_external_data
+
+    source = tmp_path / "export"
+    source.mkdir()
+    model = onnx.load(str(FIXTURES / "optimum-llama-gqa" / "model.onnx"))
+    onnx.save_model(model, str(source / "encoder_model.onnx"), save_as_external_data=True, location="encoder_model.onnx_data", size_threshold=0)
+    (tmp_path / "out").mkdir()
+    _copy_with_external_data(source / "encoder_model.onnx", tmp_path / "out")
+    assert (tmp_path / "out" / "encoder_model.onnx_data").is_file()
+    copied = onnx.load(str(tmp_path / "out" / "encoder_model.onnx"))
+    original = onnx.load(str(FIXTURES / "optimum-llama-gqa" / "model.onnx"))  # save_model emptied `model`'s tensors
+    assert [t.raw_data for t in copied.graph.initializer] == [t.raw_data for t in original.graph.initializer]
