@@ -158,6 +158,12 @@ class BenchResult:
         return max(peaks) if peaks else None
 
     @property
+    def peak_rss_growth(self) -> int | None:
+        """The peak above the process's resident memory before the sessions were created: what this export costs."""
+        peak = self.peak_rss
+        return None if peak is None or self.rss_before is None else max(0, peak - self.rss_before)
+
+    @property
     def encoder_s(self) -> float | None:
         return statistics.median(run.encoder_s for run in self.runs) if any(run.encoder_s for run in self.runs) else None
 
@@ -173,7 +179,7 @@ class BenchResult:
             "tokens_per_s": {"median": self.tokens_per_s, **{k: v for k, v in self.tokens_per_s_spread.to_dict().items() if k != "median"}},
             "per_step_median_s": self.per_step_median_s,
             "runs": [{"prefill_s": r.prefill_s, "step_s": r.step_s, "encoder_s": r.encoder_s, "peak_rss_bytes": r.peak_rss} for r in self.runs],
-            "memory": {"peak_rss_bytes": self.peak_rss, "rss_before_sessions_bytes": self.rss_before, "method": self.memory_method},
+            "memory": {"peak_rss_bytes": self.peak_rss, "peak_above_before_sessions_bytes": self.peak_rss_growth, "rss_before_sessions_bytes": self.rss_before, "method": self.memory_method},
             "kv_cache_bytes_per_token": self.kv_bytes_per_token,
             "file_bytes": self.file_bytes,
         }
@@ -444,6 +450,7 @@ def rows(comparison: BenchComparison) -> tuple[list[str], list[list[str]]]:
         line("prefill (step 0)", "prefill_median", lambda r: _with_spread(r.prefill, lambda v: f"{v * 1e3:.3g} ms")),
         line("session creation", "session_creation", lambda r: f"{r.session_s:.3g} s"),
         line("peak resident memory", "peak_rss", lambda r: _bytes(r.peak_rss) + (f" ({r.memory_method})" if r.peak_rss is not None else "")),
+        line("peak above the process before its sessions", None, lambda r: _bytes(r.peak_rss_growth)),
         line("KV cache per token", "kv_cache_bytes_per_token", lambda r: _bytes(r.kv_bytes_per_token)),
         line("size on disk", "file_bytes", lambda r: _bytes(r.file_bytes)),
     ]
