@@ -304,61 +304,93 @@ def _pick_scenario(scenarios: list[Any]) -> Any:
     return next((s for s in scenarios if s.stepn is not None), scenarios[0])
 
 
-def bench(path: str | Path, options: BenchOptions | None = None, *, progress: Progress | None = None) -> BenchResult:
-    """Time `options.warmup + options.repeat` greedy decodes of the export at `path`."""
-    from onnxdoctor.driver.backend import OrtBackend
-    from onnxdoctor.driver.decode import config_vocab, decode, encode, greedy, prompt_tokens
-    from onnxdoctor.engine import inspect_path
-    from onnxdoctor.replay.protocol import DecodeState, plan_scenarios
+class Bencher:
+    """One export's sessions, created once; each `run()` is one timed greedy decode through the driver.
 
-    options = options or BenchOptions()
-    options.check()
+    `bench()` is warm-ups and repeats of it; a benchmark can interleave `run()` with another loop so a
+    loaded machine slows both alike (bench/bench_decode.py). Close it (or use it as a context manager).
+    """
+
+    def __init__(self, path: str | Path, options: BenchOptions | None = None) -> None:
+        from onnxdoctor.driver.backend import OrtBackend
+        from onnxdoctor.driver.decode import config_vocab
+        from onnxdoctor.engine import inspect_path
+        from onnxdoctor.replay.protocol import plan_scenarios
+
+        self.path = path
+        self.options = options or BenchOptions()
+        self.options.check()
+        report = inspect_path(path)
+        self.scenario = _pick_scenario(plan_scenarios(report))
+        signatures = [s for s in (self.scenario.encoder, self.scenario.step0, self.scenario.stepn) if s is not None]
+        unique = list({s.file: s for s in signatures}.values())
+        self.models = [r.model_file for r in report.files if r.signature.file in {s.file for s in unique}]
+        self.schedule = [self.options.prompt_len] + [1] * self.options.new_tokens
+        self.vocab = config_vocab(path)
+        self.rss_before = _rss()
+        self.memory_method = "unavailable"
+        self.backend = OrtBackend(dict(self.scenario.paths), self.options.provider, optimize=self.options.optimize, threads=self.options.threads)
+        started = time.perf_counter()
+        for signature in unique:
+            self.backend.prepare(signature)
+        self.session_s = time.perf_counter() - started
+
+    def run(self) -> Run:
+        """One greedy decode of the seeded prompt (the same tokens every run), timed by the backend."""
+        from onnxdoctor.driver.decode import decode, encode, greedy, prompt_tokens
+        from onnxdoctor.replay.protocol import DecodeState
+
+        options, backend = self.options, self.backend
+        rng = np.random.default_rng(options.seed)
+        tokens, mask, _pad = prompt_tokens(self.scenario, options.batch, self.schedule, self.vocab, rng)
+        state = DecodeState(tokens[:, : options.prompt_len], mask[:, : options.prompt_len])
+        with PeakMemory() as memory:
+            calls = backend.timing.calls
+            encode(self.scenario, backend, state, options.batch, options.encoder_len, self.vocab, rng)
+            encoder_s = sum(backend.timing.per_call[calls:])
+            steps = []
+            for step in decode(self.scenario, backend, tokens, mask, self.schedule, rng=rng, state=state, choose=greedy):
+                if step.error is not None:
+                    first = str(step.error).strip().splitlines()[0] if str(step.error).strip() else type(step.error).__name__
+                    raise UsageError(
+                        f"{self.path}: step {step.step} ({step.signature.file}) failed: {first}; run `onnxdoctor replay {self.path}` first"
+                    )
+                steps.append(step.seconds)
+        self.memory_method = memory.method
+        return Run(steps[0], steps[1:], encoder_s, memory.peak)
+
+    def result(self, runs: list[Run]) -> BenchResult:
+        return BenchResult(
+            str(self.path), self.scenario.describe(), self.options, self.session_s, runs,
+            kv_bytes_per_token(self.scenario.stepn or self.scenario.step0), file_bytes(self.models), self.rss_before,
+            self.memory_method, [m.path.name for m in self.models],
+        )
+
+    def close(self) -> None:
+        self.backend.deactivate()
+        gc.collect()
+
+    def __enter__(self) -> Bencher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def bench(path: str | Path, options: BenchOptions | None = None, *, progress: Progress | None = None) -> BenchResult:
+    """Time `options.warmup + options.repeat` greedy decodes of the export at `path` (warm-ups discarded)."""
     progress = progress or (lambda _m: None)
-    report = inspect_path(path)
-    scenario = _pick_scenario(plan_scenarios(report))
-    signatures = [s for s in (scenario.encoder, scenario.step0, scenario.stepn) if s is not None]
-    unique = list({s.file: s for s in signatures}.values())
-    models = [r.model_file for r in report.files if r.signature.file in {s.file for s in unique}]
-    schedule = [options.prompt_len] + [1] * options.new_tokens
-    vocab = config_vocab(path)
-    rss_before = _rss()
-    backend = OrtBackend(dict(scenario.paths), options.provider, optimize=options.optimize, threads=options.threads)
-    started = time.perf_counter()
-    for signature in unique:
-        backend.prepare(signature)
-    session_s = time.perf_counter() - started
-    runs: list[Run] = []
-    memory_method = "unavailable"
-    try:
+    with Bencher(path, options) as bencher:
+        options = bencher.options
+        runs: list[Run] = []
         for index in range(options.warmup + options.repeat):
             timed = index >= options.warmup
             label = f"run {index - options.warmup + 1}/{options.repeat}" if timed else f"warm-up {index + 1}/{options.warmup}"
-            progress(f"{Path(path).name}: {label}: {scenario.describe()}, {options.new_tokens} tokens after a {options.prompt_len}-token prompt")
-            rng = np.random.default_rng(options.seed)
-            tokens, mask, _pad = prompt_tokens(scenario, options.batch, schedule, vocab, rng)
-            state = DecodeState(tokens[:, : options.prompt_len], mask[:, : options.prompt_len])
-            with PeakMemory() as memory:
-                calls = backend.timing.calls
-                encode(scenario, backend, state, options.batch, options.encoder_len, vocab, rng)
-                encoder_s = sum(backend.timing.per_call[calls:])
-                steps = []
-                for step in decode(scenario, backend, tokens, mask, schedule, rng=rng, state=state, choose=greedy):
-                    if step.error is not None:
-                        first = str(step.error).strip().splitlines()[0] if str(step.error).strip() else type(step.error).__name__
-                        raise UsageError(
-                            f"{path}: step {step.step} ({step.signature.file}) failed: {first}; run `onnxdoctor replay {path}` first"
-                        )
-                    steps.append(step.seconds)
-            memory_method = memory.method
+            progress(f"{Path(path).name}: {label}: {bencher.scenario.describe()}, {options.new_tokens} tokens after a {options.prompt_len}-token prompt")
+            run = bencher.run()
             if timed:
-                runs.append(Run(steps[0], steps[1:], encoder_s, memory.peak))
-    finally:
-        backend.deactivate()
-        gc.collect()
-    return BenchResult(
-        str(path), scenario.describe(), options, session_s, runs, kv_bytes_per_token(scenario.stepn or scenario.step0),
-        file_bytes(models), rss_before, memory_method, [m.path.name for m in models],
-    )
+                runs.append(run)
+        return bencher.result(runs)
 
 
 # ---------------------------------------------------------------------------------------------- several
@@ -472,4 +504,4 @@ def render_bench(comparison: BenchComparison, tablefmt: str = "simple") -> str:
     return tabulate(table, headers=header, tablefmt=tablefmt) + "\n\n" + "\n".join(notes)
 
 
-__all__ = ["BenchComparison", "BenchOptions", "BenchResult", "PeakMemory", "bench", "bench_many", "kv_bytes_per_token", "render_bench"]
+__all__ = ["BenchComparison", "BenchOptions", "BenchResult", "Bencher", "PeakMemory", "bench", "bench_many", "kv_bytes_per_token", "render_bench"]
