@@ -142,3 +142,17 @@ print(report.paths.charts_missing)
     data = json.loads((out / "report.json").read_text())
     assert "matplotlib is not installed" in data["charts_missing"]
     assert [c["name"] for c in data["charts"]] == ["latency", "memory"]  # the numbers are still there; one export: no drift
+
+
+def test_a_broken_export_is_reported_not_benched(tmp_path: Path) -> None:
+    broken = FIXTURES / "broken-torch-baked-view"
+    out = tmp_path / "report"
+    result = run_cli("report", FIXTURES / "optimum-gpt2", broken, "--out", out, "--steps", "2", "--new-tokens", "2", "--repeat", "1")
+    assert result.returncode == 1, result.stderr  # replay found errors; the folder is still written
+    data = json.loads((out / "report.json").read_text())
+    assert list(data["sections"]["bench"]["not_benched"]) == [str(broken)]
+    assert [e["path"] for e in data["sections"]["bench"]["exports"]] == [str(FIXTURES / "optimum-gpt2")]
+    assert "Reshape" in data["sections"]["fidelity"][str(broken)]["error"]
+    assert data["sections"]["replay"][str(broken)]["summary"]["error"] >= 1
+    markdown = (out / "report.md").read_text()
+    assert "not benched: its decode fails" in markdown and "ODX401" in markdown
