@@ -20,6 +20,16 @@ QUICK = ["--steps", "4", "--new-tokens", "4", "--repeat", "2"]
 
 
 @pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """fp32 + int8 + int4 of one tiny model, by ONNX Runtime's real quantizers (no conftest here: the
+    fidelity tests import theirs as `conftest`)."""
+    from onnxdoctor.testing.quantized import quantized_twins
+
+    twins = quantized_twins(FIXTURES / "optimum-qwen3", tmp_path_factory.mktemp("trio"), ["int8-dynamic", "int4-block32"])
+    return [FIXTURES / "optimum-qwen3", twins["int8-dynamic"], twins["int4-block32"]]
+
+
+@pytest.fixture(scope="module")
 def written(trio: list[Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("report") / "report"
     result = run_cli("report", *trio, "--out", out, *QUICK)
