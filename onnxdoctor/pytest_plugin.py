@@ -3,6 +3,10 @@
     def test_export_decodes(onnx_decoder_doctor):
         onnx_decoder_doctor("exports/marian", steps=4).assert_healthy()
 
+    def test_decode_speed(onnxdoctor_bench):
+        result = onnxdoctor_bench("exports/qwen-int4", new_tokens=32, repeat=5)
+        assert result.tokens_per_s > 50  # your floor, on your machine: onnxdoctor ships no timed test
+
 This module only declares options, a marker and fixtures; the engine (and onnxruntime) is imported
 inside the fixtures, so installing onnxdoctor costs nothing to test sessions that do not use it.
 """
@@ -70,3 +74,18 @@ def onnxdoctor_report(onnxdoctor_model: tuple[Path, str | None], onnx_decoder_do
     """The Report of the model this test is parametrized with (--onnxdoctor-model or the marker)."""
     path, file = onnxdoctor_model
     return onnx_decoder_doctor(path, file=file)
+
+
+@pytest.fixture
+def onnxdoctor_bench() -> Callable[..., Any]:
+    """`onnxdoctor_bench(path, new_tokens=32, prompt_len=16, batch=1, repeat=5, warmup=1, threads=None,
+    provider="cpu", optimize=True)` -> BenchResult, the numbers of `onnxdoctor bench`: tokens_per_s,
+    per_token_median_s, per_token_p90_s, prefill (median/low/high), session_s, peak_rss, kv_bytes_per_token,
+    file_bytes, per_token_spread. Asserting a floor is the caller's choice."""
+
+    def run(path: str | Path, **options: Any) -> Any:
+        from onnxdoctor.perf.bench import BenchOptions, bench
+
+        return bench(path, BenchOptions(**options))
+
+    return run

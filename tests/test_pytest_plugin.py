@@ -78,3 +78,27 @@ def test_model_option_and_decoder_marker(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*test_every_decoder?decoder_model.onnx?*PASSED*", "*test_every_decoder?decoder_with_past_model.onnx?*PASSED*"])
     skipped = pytester.runpytest_subprocess("-p", "onnxdoctor", "-k", "given_model")
     skipped.assert_outcomes(skipped=1)
+
+
+def test_bench_fixture_gives_the_numbers_of_onnxdoctor_bench(pytester: pytest.Pytester) -> None:
+    """Another repo asserts its own floor on these numbers; here only their shape (onnxdoctor ships no timed test)."""
+    pytester.makepyfile(
+        f"""
+        def test_decode_numbers(onnxdoctor_bench):
+            result = onnxdoctor_bench({str(FIXTURES / "optimum-qwen3")!r}, prompt_len=4, new_tokens=3, repeat=2)
+            assert len(result.per_token_s) == 2 * 3
+            assert result.tokens_per_s > 0 and result.per_token_p90_s >= result.per_token_median_s > 0
+            assert result.prefill.low <= result.prefill.median <= result.prefill.high
+            assert result.kv_bytes_per_token == 2 * 2 * 2 * 8 * 4  # layers x (key, value) x kv heads x head_dim x fp32
+            assert result.file_bytes > 0 and result.session_s > 0 and result.options.optimize
+
+        def test_bad_options_are_a_usage_error(onnxdoctor_bench):
+            import pytest
+            from onnxdoctor.errors import UsageError
+
+            with pytest.raises(UsageError, match="--repeat"):
+                onnxdoctor_bench({str(FIXTURES / "optimum-qwen3")!r}, repeat=0)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "onnxdoctor")
+    result.assert_outcomes(passed=2)

@@ -56,6 +56,8 @@ def cli() -> None:
       onnxdoctor check-feeds model.onnx dumps/     a client's recorded feeds vs the contract
       onnxdoctor verify export_dir/ --source DIR   the export against its PyTorch source, step by step
       onnxdoctor compare fp32_dir/ int8_dir/       two exports of one model, step by step
+      onnxdoctor bench fp32_dir/ int8_dir/         decode speed and memory, side by side
+      onnxdoctor report fp32/ int8/ --out rep/     a validation folder: markdown, JSON, charts
       onnxdoctor fix model.onnx --source DIR       re-export with patched settings, verified
       onnxdoctor view model.onnx --finding ODR201  Netron on the neighborhood of a finding
       onnxdoctor rules | explain ODS002            every check, and what one means
@@ -64,6 +66,7 @@ def cli() -> None:
 
 def _register_commands() -> None:
     from onnxdoctor.cli import (
+        bench_cmd,
         check_feeds_cmd,
         compare_cmd,
         contract_cmd,
@@ -71,6 +74,7 @@ def _register_commands() -> None:
         fix_cmd,
         inspect_cmd,
         replay_cmd,
+        report_cmd,
         rules_cmd,
         verify_cmd,
         view_cmd,
@@ -82,6 +86,8 @@ def _register_commands() -> None:
     cli.add_command(check_feeds_cmd.check_feeds_command)
     cli.add_command(verify_cmd.verify_command)
     cli.add_command(compare_cmd.compare_command)
+    cli.add_command(bench_cmd.bench_command)
+    cli.add_command(report_cmd.report_command)
     cli.add_command(fix_cmd.fix_command)
     cli.add_command(rules_cmd.rules_command)
     cli.add_command(explain_cmd.explain_command)

@@ -122,12 +122,12 @@ class OrtBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, paths: dict[str, Path], provider: str = "cpu", *, optimize: bool = False) -> None:
+    def __init__(self, paths: dict[str, Path], provider: str = "cpu", *, optimize: bool = False, threads: int | None = None) -> None:
         super().__init__()
         from onnxdoctor.replay.runtime import Runtime
 
         self.paths = paths
-        self.runtime = Runtime(provider, optimize=optimize)
+        self.runtime = Runtime(provider, optimize=optimize, threads=threads)
 
     def prepare(self, signature: Signature) -> None:
         """Create the file's session now (unloadable models are unusable input: said before any progress)."""

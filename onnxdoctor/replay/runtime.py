@@ -37,7 +37,7 @@ def _ort() -> Any:
 class Runtime:
     """Creates and reuses one InferenceSession per model file."""
 
-    def __init__(self, provider: str = "cpu", *, optimize: bool = False) -> None:
+    def __init__(self, provider: str = "cpu", *, optimize: bool = False, threads: int | None = None) -> None:
         ort = _ort()
         if provider not in PROVIDERS:
             raise UsageError(f"--provider must be one of {', '.join(PROVIDERS)}, not {provider!r}")
@@ -50,6 +50,7 @@ class Runtime:
         self.provider = provider
         self.providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
         self.optimize = optimize
+        self.threads = threads  # intra-op threads (None: ONNX Runtime's default, one per core)
         self._sessions: dict[str, Any] = {}
         self._output_names: dict[str, list[str]] = {}
         self.run_seconds = 0.0  # time inside session.run, for the overhead benchmark
@@ -62,6 +63,8 @@ class Runtime:
         if not self.optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             options.add_session_config_entry("session.disable_prepacking", "1")
+        if self.threads:
+            options.intra_op_num_threads = self.threads
         return options
 
     def session(self, path: Path) -> Any:
