@@ -120,7 +120,7 @@ def test_out_must_be_new_or_empty_and_outside_every_export(tmp_path: Path, trio:
 
 
 def test_against_the_source(tmp_path: Path, trio: list[Path]) -> None:
-    from fidelity.conftest import rebuild_source
+    from support import rebuild_source
 
     source = rebuild_source("optimum-qwen3", tmp_path / "source")
     out = tmp_path / "report"
