@@ -57,6 +57,7 @@ def cli() -> None:
       onnxdoctor verify export_dir/ --source DIR   the export against its PyTorch source, step by step
       onnxdoctor compare fp32_dir/ int8_dir/       two exports of one model, step by step
       onnxdoctor fix model.onnx --source DIR       re-export with patched settings, verified
+      onnxdoctor export train_dir/ --out DIR       checkpoint -> merge -> ONNX -> quantize, all verified
       onnxdoctor view model.onnx --finding ODR201  Netron on the neighborhood of a finding
       onnxdoctor rules | explain ODS002            every check, and what one means
     """
@@ -68,6 +69,7 @@ def _register_commands() -> None:
         compare_cmd,
         contract_cmd,
         explain_cmd,
+        export_cmd,
         fix_cmd,
         inspect_cmd,
         replay_cmd,
@@ -83,6 +85,7 @@ def _register_commands() -> None:
     cli.add_command(verify_cmd.verify_command)
     cli.add_command(compare_cmd.compare_command)
     cli.add_command(fix_cmd.fix_command)
+    cli.add_command(export_cmd.export_command)
     cli.add_command(rules_cmd.rules_command)
     cli.add_command(explain_cmd.explain_command)
     cli.add_command(view_cmd.view_command)

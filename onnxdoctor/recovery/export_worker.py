@@ -69,6 +69,8 @@ def export_optimum(spec: dict[str, Any]) -> None:
         no_post_process=settings.get("no_post_process", False),
         no_dynamic_axes=settings.get("no_dynamic_axes", False),
         do_validation=False,
+        do_constant_folding=settings.get("constant_folding", True),
+        model_kwargs={"attn_implementation": settings["attn_implementation"]} if settings.get("attn_implementation") else None,
     )
 
 
@@ -270,7 +272,25 @@ def load_factory(entry: str, default_names: dict[str, list[str]] | None = None) 
 def check_torch(spec: dict[str, Any]) -> dict[str, Any]:
     """Load the factory once and say what it gave: the engine refuses a bad one before any attempt."""
     entry = normalize_entry(_load_entry(spec["source"]), spec["source"], spec.get("names"))
-    return {k: entry[k] for k in ("form", "input_names", "output_names", "input_names_from", "tensors")}
+    info = {k: entry[k] for k in ("form", "input_names", "output_names", "input_names_from", "tensors")}
+    if spec.get("shapes"):  # the export pipeline names dynamic axes by role from these, before any export
+        info.update(_example_shapes(entry))
+    return info
+
+
+def _example_shapes(entry: dict[str, Any]) -> dict[str, Any]:
+    """Shapes and dtypes of the example inputs and of the module's outputs on them (one eager call)."""
+    import torch
+    from torch.utils import _pytree
+
+    inputs = [leaf for leaf in _pytree.tree_leaves((entry["args"], entry["kwargs"])) if isinstance(leaf, torch.Tensor)]
+    with torch.no_grad():
+        outputs = [leaf for leaf in _pytree.tree_leaves(entry["model"].eval()(*entry["args"], **entry["kwargs"])) if isinstance(leaf, torch.Tensor)]
+
+    def describe(tensors: list[Any]) -> list[dict[str, Any]]:
+        return [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in tensors]
+
+    return {"input_shapes": describe(inputs), "output_shapes": describe(outputs)}
 
 
 def export_torch(spec: dict[str, Any]) -> None:
@@ -289,7 +309,7 @@ def export_torch(spec: dict[str, Any]) -> None:
         args, kwargs = _keyword_dict_inputs(model, args, kwargs)
         _log(f"torch.onnx.export dynamo=True opset={settings.get('opset')} dynamic_shapes for parameters {', '.join(shapes)}")
         torch.onnx.export(
-            model, args, str(out), kwargs=kwargs or None, dynamo=True, external_data=False, dynamic_shapes=shapes,
+            model, args, str(out), kwargs=kwargs or None, dynamo=True, external_data=settings.get("external_data", False), dynamic_shapes=shapes,
             input_names=input_names, output_names=output_names or None, opset_version=settings.get("opset"),
         )
     else:
