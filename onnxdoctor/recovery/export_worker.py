@@ -50,8 +50,19 @@ def _merge_adapter(source: Path, adapter: Path, work: Path) -> Path:
     return target
 
 
+def _show_tracer_warnings() -> None:
+    """TracerWarnings go to the log even under PYTHONWARNINGS=ignore: the export pipeline classifies them."""
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("default", category=torch.jit.TracerWarning)
+
+
 def export_optimum(spec: dict[str, Any]) -> None:
     from optimum.exporters.onnx import main_export
+
+    _show_tracer_warnings()
 
     source = Path(spec["source"])
     out = Path(spec["out"])
@@ -298,6 +309,7 @@ def export_torch(spec: dict[str, Any]) -> None:
     entry = normalize_entry(_load_entry(spec["source"]), spec["source"], spec.get("names"))  # the factory's own output first
     import torch
 
+    _show_tracer_warnings()
     model = entry["model"].eval()
     args, kwargs = entry["args"], entry["kwargs"]
     out = Path(spec["out"]) / "model.onnx"
