@@ -117,3 +117,18 @@ def test_trace_frozen_by_python_control_flow_is_caught_by_verify_not_shipped(tmp
     assert data["error"]["stage"] == "export" and data["variants"] == []
     assert not (out / "onnx").exists()  # nothing shipped
     assert result.stderr.strip().splitlines()[-1].startswith("onnxdoctor: export error: no export attempt passed")
+
+
+def test_untrained_adapter_is_a_merge_error(training_run: dict[str, Path], tmp_path: Path) -> None:
+    """lora_B still zero: the merge is exact but changes nothing; exporting it would ship the base model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    untrained = tmp_path / "untrained-adapter"
+    get_peft_model(LlamaForCausalLM.from_pretrained(training_run["train"] / "checkpoint-20"), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(untrained)
+    result = run_cli("export", training_run["train"], "--adapter", untrained, "--out", tmp_path / "out", "--quantize", "none")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("onnxdoctor: merge error: ") and "changes nothing" in line
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["error"]["stage"] == "merge" and report["attempts"] == []
