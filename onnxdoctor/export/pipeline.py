@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxdoctor import __version__
-from onnxdoctor.errors import OnnxDoctorError, UsageError
+from onnxdoctor.errors import OnnxDoctorError, UnusableInputError, UsageError
 from onnxdoctor.export.checkpoints import Checkpoint, find_adapter_next_to, resolve
 from onnxdoctor.export.config import variant_for
 from onnxdoctor.export.errors import CheckpointError, ExportFailed, ExportPipelineError, ValidationFailed
@@ -264,6 +264,12 @@ class ExportPipeline:
         self.progress(f"attempt {attempt.index}: verify against {self._against()}")
         try:
             report = self._verify(produced)
+        except UnusableInputError as exc:
+            if exc.path != str(self.export_source):
+                attempt.result, attempt.reason = "rejected", f"verify could not decode the export: {exc}"
+                return "verify"
+            attempt.result, attempt.reason = "rejected", f"verify cannot run: {exc}"
+            raise ValidationFailed(f"verify cannot load the source to hold the export against it: {exc.reason}") from None
         except OnnxDoctorError as exc:
             attempt.result, attempt.reason = "rejected", f"verify could not decode the export: {exc}"
             return "verify"

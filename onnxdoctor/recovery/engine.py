@@ -70,7 +70,7 @@ class Attempt:
             if self.settings.get("constant_folding") is False:
                 flags.append("--no-constant-folding")
             if self.settings.get("attn_implementation"):
-                flags.append(f"--model-kwargs '{{\"attn_implementation\": \"{self.settings['attn_implementation']}\"}}'")
+                flags.append(f"(model loaded with attn_implementation={self.settings['attn_implementation']})")
             return "optimum-cli export onnx --model SOURCE " + " ".join(flags) + " OUT"
         if self.exporter == "torch":
             dynamo = self.settings.get("dynamo", False)

@@ -69,6 +69,7 @@ def export_optimum(spec: dict[str, Any]) -> None:
     settings = spec["settings"]
     if spec.get("adapter"):
         source = _merge_adapter(source, Path(spec["adapter"]), Path(spec["work"]))
+    _load_with_attention(settings.get("attn_implementation"))
     _log(f"optimum main_export {source} task={settings['task']} {json.dumps({k: v for k, v in settings.items() if k != 'task'})}")
     main_export(
         model_name_or_path=str(source),
@@ -81,8 +82,27 @@ def export_optimum(spec: dict[str, Any]) -> None:
         no_dynamic_axes=settings.get("no_dynamic_axes", False),
         do_validation=False,
         do_constant_folding=settings.get("constant_folding", True),
-        model_kwargs={"attn_implementation": settings["attn_implementation"]} if settings.get("attn_implementation") else None,
     )
+
+
+def _load_with_attention(implementation: str | None) -> None:
+    """transformers' attention implementation (`eager`: explicit mask arithmetic) for the model optimum loads.
+
+    main_export has no loading option for it (its model_kwargs go to forward), so this process's
+    TasksManager passes it to from_pretrained; the worker is a process of its own, nothing else sees it.
+    """
+    if not implementation:
+        return
+    from optimum.exporters.tasks import TasksManager
+
+    original = TasksManager.get_model_from_task
+
+    def get_model_from_task(*args: Any, **kwargs: Any) -> Any:
+        kwargs["attn_implementation"] = implementation
+        return original(*args, **kwargs)
+
+    TasksManager.get_model_from_task = staticmethod(get_model_from_task)  # type: ignore[method-assign]
+    _log(f"loading the model with attn_implementation={implementation!r}")
 
 
 FACTORY_ERROR = 3  # exit status of a factory that raises or returns something torch.onnx.export does not take

@@ -132,3 +132,31 @@ def test_untrained_adapter_is_a_merge_error(training_run: dict[str, Path], tmp_p
     assert line.startswith("onnxdoctor: merge error: ") and "changes nothing" in line
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["error"]["stage"] == "merge" and report["attempts"] == []
+
+
+def _seq2seq_source(kind: str, folder: Path) -> Path:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    common = {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
+              "encoder_ffn_dim": 32, "decoder_ffn_dim": 32, "pad_token_id": 1, "eos_token_id": 0, "decoder_start_token_id": 1}
+    if kind == "marian":
+        model = transformers.MarianMTModel(transformers.MarianConfig(vocab_size=128, decoder_vocab_size=128, max_position_embeddings=64, **common))
+    else:  # optimum's dummy audio is 3000 frames: max_source_positions 1500
+        model = transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(
+            vocab_size=128, num_mel_bins=8, max_source_positions=1500, max_target_positions=32, bos_token_id=0, **common))
+    model.eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("kind", "task"), [("marian", "text2text-generation-with-past"), ("whisper", "automatic-speech-recognition-with-past")])
+def test_seq2seq_and_whisper_folders_export_and_verify(kind: str, task: str, tmp_path: Path) -> None:
+    source = _seq2seq_source(kind, tmp_path / kind)
+    result = run_cli("export", source, "--out", tmp_path / "out", "--quantize", "none", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = result.json()
+    (attempt,) = data["attempts"]
+    assert attempt["settings"]["task"] == task and attempt["result"] == "kept"
+    (fp32,) = data["variants"]
+    assert fp32["drift"]["vs_source"]["departures"] == [] and (tmp_path / "out" / "onnx" / "encoder_model.onnx").is_file()
