@@ -8,12 +8,12 @@ keep-only-if-proven rule (`recovery.verdict.judge` on inspect + replay), plus ve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,7 +220,7 @@ class ExportPipeline:
         from onnxdoctor.recovery.export_worker import FACTORY_ERROR
 
         self.progress(f"loading the factory {self.source}")
-        with tempfile.TemporaryDirectory(prefix="onnxdoctor-export-") as scratch:
+        with _scratch(self.out / "attempts" / "factory-check") as scratch:
             completed = run_worker({"exporter": "torch", "source": self.source, "names": {}, "shapes": True}, Path(scratch), self.settings["timeout"], "--check")
             if completed.returncode != 0:
                 line = next((l for l in completed.stderr.splitlines() if l.startswith("factory error: ")), completed.stderr.strip()[-300:])
@@ -300,9 +300,9 @@ class ExportPipeline:
     def export(self) -> None:
         from onnxdoctor.recovery.engine import export_attempt
 
-        base = self._first_settings()
         attempts_root = self.out / "attempts"
         attempts_root.mkdir(parents=True)
+        base = self._first_settings()
         queue: list[tuple[str, dict[str, Any], str, str | None]] = [("first", base, "the default export", None)]
         tried: set[str] = set()
         exporters_tried: set[str] = {"dynamo" if base.get("dynamo") else "legacy"} if self.kind == "torch" else set()
@@ -323,6 +323,7 @@ class ExportPipeline:
             failed_check = self._prove(attempt, produced) if produced is not None else None
             if attempt.result == "kept":
                 self.progress(f"attempt {index} ({name}) kept: {attempt.reason}")
+                self.result.warnings += _tracer_warnings(attempt)
                 return
             self.progress(f"attempt {index} ({name}) {attempt.result}: {attempt.reason}")
             log_path = attempt.out / "export.log"
@@ -432,6 +433,30 @@ class ExportPipeline:
         finally:
             write_export_report(result, self.out)
         return result
+
+
+@contextlib.contextmanager
+def _scratch(folder: Path) -> Iterator[str]:
+    """A scratch folder under DIR (nothing is written outside it), removed afterwards."""
+    folder.mkdir(parents=True)
+    try:
+        yield str(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _tracer_warnings(attempt: Attempt) -> list[str]:
+    """The kept export's TracerWarnings (verify passed, but they say where the trace is input-specific)."""
+    log = attempt.out / "export.log" if attempt.out else None
+    if log is None or not log.is_file():
+        return []
+    lines = log.read_text().splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if "TracerWarning" in line:
+            where = line.split(": TracerWarning")[0].strip()
+            found.append(f"attempt {attempt.index} ({attempt.name}) TracerWarning at {where}: {line.split('TracerWarning: ', 1)[-1][:160]}")
+    return list(dict.fromkeys(found))[:10]
 
 
 def _departures(report: Any) -> list[Any]:
