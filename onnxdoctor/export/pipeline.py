@@ -287,15 +287,10 @@ class ExportPipeline:
         return str(self.export_source) if self.kind == "optimum" else f"the factory {self.source}"
 
     def _verify(self, path: Path) -> Any:
-        from onnxdoctor.fidelity.verify import FidelityOptions, verify, verify_factory
+        """onnxdoctor verify against the (merged) Hugging Face folder, or the factory's own module."""
+        from onnxdoctor.fidelity.verify import FidelityOptions, verify
 
-        options = FidelityOptions(steps=self.settings["steps"])
-        if self.kind == "optimum":
-            return verify(path, self.export_source, options=options)
-        from onnxdoctor.recovery.export_worker import _load_entry, normalize_entry
-
-        entry = normalize_entry(_load_entry(self.source), self.source, {})
-        return verify_factory(path, entry["model"], entry["input_names"], entry["output_names"], against=f"the factory {self.source}", options=options)
+        return verify(path, self.export_source if self.kind == "optimum" else self.source, options=FidelityOptions(steps=self.settings["steps"]))
 
     def export(self) -> None:
         from onnxdoctor.recovery.engine import export_attempt
