@@ -24,9 +24,9 @@ class CliResult:
         return json.loads(self.stdout)
 
 
-def run_cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> CliResult:
-    """Run `python -m onnxdoctor ARGS` as a user would, capturing output."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+def run_cli(*args: str | os.PathLike[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
+    """Run `python -m onnxdoctor ARGS` as a user would (with `env` added to the environment), capturing output."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", **(env or {}))
     env.pop("ONNXDOCTOR_DEBUG", None)
     completed = subprocess.run(
         [sys.executable, "-m", "onnxdoctor", *map(str, args)],

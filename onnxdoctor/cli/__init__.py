@@ -59,6 +59,7 @@ def cli() -> None:
       onnxdoctor bench fp32_dir/ int8_dir/         decode speed and memory, side by side
       onnxdoctor report fp32/ int8/ --out rep/     a validation folder: markdown, JSON, charts
       onnxdoctor fix model.onnx --source DIR       re-export with patched settings, verified
+      onnxdoctor export train_dir/ --out DIR       checkpoint -> merge -> ONNX -> quantize, all verified
       onnxdoctor view model.onnx --finding ODR201  Netron on the neighborhood of a finding
       onnxdoctor rules | explain ODS002            every check, and what one means
     """
@@ -71,6 +72,7 @@ def _register_commands() -> None:
         compare_cmd,
         contract_cmd,
         explain_cmd,
+        export_cmd,
         fix_cmd,
         inspect_cmd,
         replay_cmd,
@@ -89,6 +91,7 @@ def _register_commands() -> None:
     cli.add_command(bench_cmd.bench_command)
     cli.add_command(report_cmd.report_command)
     cli.add_command(fix_cmd.fix_command)
+    cli.add_command(export_cmd.export_command)
     cli.add_command(rules_cmd.rules_command)
     cli.add_command(explain_cmd.explain_command)
     cli.add_command(view_cmd.view_command)

@@ -87,6 +87,8 @@ class HFBackend(Backend):
         try:
             self.config = transformers.AutoConfig.from_pretrained(self.source)
             auto = transformers.AutoModelForSeq2SeqLM if getattr(self.config, "is_encoder_decoder", False) else transformers.AutoModelForCausalLM
+            if type(self.config) in transformers.AutoModelForSpeechSeq2Seq._model_mapping and type(self.config) not in auto._model_mapping:
+                auto = transformers.AutoModelForSpeechSeq2Seq  # Whisper: an encoder of audio features
             model = auto.from_pretrained(self.source, attn_implementation="eager", dtype=getattr(torch, self.dtype))
         except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ...
             raise UnusableInputError(self.source, f"the source model does not load: {_first_line(exc)}") from None

@@ -68,12 +68,19 @@ class Attempt:
                 flags.append("--no-post-process")
             if self.settings.get("no_dynamic_axes"):
                 flags.append("--no-dynamic-axes")
+            if self.settings.get("constant_folding") is False:
+                flags.append("--no-constant-folding")
+            if self.settings.get("attn_implementation"):
+                flags.append(f"(model loaded with attn_implementation={self.settings['attn_implementation']})")
             return "optimum-cli export onnx --model SOURCE " + " ".join(flags) + " OUT"
         if self.exporter == "torch":
             dynamo = self.settings.get("dynamo", False)
             axes = len(self.settings.get("dynamic_axes", {}))
             shape = "dynamic_shapes" if dynamo else "dynamic_axes"
-            return f"torch.onnx.export(dynamo={dynamo}, opset_version={self.settings.get('opset')}, {shape} for {axes} tensors)"
+            extra = "".join(
+                f", {key}={self.settings[key]}" for key in ("constant_folding", "external_data") if key in self.settings
+            ).replace("constant_folding", "do_constant_folding")
+            return f"torch.onnx.export(dynamo={dynamo}, opset_version={self.settings.get('opset')}, {shape} for {axes} tensors{extra})"
         return f"graph surgery: {self.name} ({'safe' if self.safe else 'unsafe'})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -374,11 +381,7 @@ class RecoveryEngine:
         return {"inputs": [t.name for t in signatures[0].inputs], "outputs": [t.name for t in signatures[0].outputs]}
 
     def _worker(self, spec: dict[str, Any], folder: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-        spec_path = folder / "export_spec.json"
-        spec_path.write_text(json.dumps(spec, indent=2))
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-        command = [sys.executable, "-m", "onnxdoctor.recovery.export_worker", *flags, str(spec_path)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=self.timeout, env=env)
+        return run_worker(spec, folder, self.timeout, *flags)
 
     def _check_factory(self, before: Report) -> None:
         """Load the user's torch factory once, in a worker, before planning: a factory that raises or returns
@@ -493,40 +496,10 @@ class RecoveryEngine:
 
     def _export(self, attempt: Attempt) -> Path | None:
         assert attempt.out is not None
-        attempt.out.mkdir(parents=True)
         if attempt.exporter == "surgery":
+            attempt.out.mkdir(parents=True)
             return self._surgery(attempt)
-        export_dir = attempt.out / "export"
-        spec = {
-            "exporter": attempt.exporter,
-            "source": self.source,
-            "adapter": self.adapter,
-            "settings": attempt.settings,
-            "out": str(export_dir),
-            "work": str(attempt.out),
-            "names": self._fixed_names,
-        }
-        try:
-            completed = self._worker(spec, attempt.out)
-        except subprocess.TimeoutExpired as exc:
-            output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            errors = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-            attempt.log_tail = (output + errors).strip().splitlines()[-15:]
-            attempt.result, attempt.reason = "timeout", f"the exporter ran past {self.timeout:.0f} s and was stopped"
-            return None
-        (attempt.out / "export.log").write_text(completed.stdout + completed.stderr)
-        attempt.log_tail = (completed.stdout + completed.stderr).strip().splitlines()[-15:]
-        if completed.returncode != 0:
-            attempt.result = "failed"
-            attempt.reason = f"the exporter exited with {completed.returncode}" + (" (killed by a signal)" if completed.returncode < 0 else "")
-            return None
-        models = sorted(export_dir.glob("*.onnx"))
-        if not models:
-            attempt.result, attempt.reason = "failed", "the exporter wrote no .onnx file"
-            return None
-        for clutter in ("export_spec.json",):
-            (attempt.out / clutter).unlink(missing_ok=True)
-        return export_dir
+        return export_attempt(attempt, source=self.source, adapter=self.adapter, names=self._fixed_names, timeout=self.timeout)
 
     def _surgery(self, attempt: Attempt) -> Path | None:
         from onnxdoctor.recovery.surgery import SurgeryRefused, write_mended
@@ -604,3 +577,52 @@ def _stack_lines(report: FixReport) -> list[str]:
                         if frame and frame[-1] not in found:
                             found.append(frame[-1])
     return found[:3]
+
+
+def run_worker(spec: dict[str, Any], folder: Path, timeout: float, *flags: str) -> subprocess.CompletedProcess[str]:
+    """The export worker in its own process with a time limit (a crash or a hang cannot take onnxdoctor down)."""
+    spec_path = folder / "export_spec.json"
+    spec_path.write_text(json.dumps(spec, indent=2))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "onnxdoctor.recovery.export_worker", *flags, str(spec_path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def export_attempt(attempt: Attempt, *, source: str | None, adapter: str | None, names: dict[str, list[str]], timeout: float) -> Path | None:
+    """Run one attempt's exporter into `attempt.out/export`; None (with result and reason set) when it produced nothing.
+
+    Shared by `fix` and the `export` pipeline: the log goes to `attempt.out/export.log`, its last lines to the attempt.
+    """
+    assert attempt.out is not None
+    attempt.out.mkdir(parents=True)
+    export_dir = attempt.out / "export"
+    spec = {
+        "exporter": attempt.exporter,
+        "source": source,
+        "adapter": adapter,
+        "settings": attempt.settings,
+        "out": str(export_dir),
+        "work": str(attempt.out),
+        "names": names,
+    }
+    try:
+        completed = run_worker(spec, attempt.out, timeout)
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        errors = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        attempt.log_tail = (output + errors).strip().splitlines()[-15:]
+        attempt.result, attempt.reason = "timeout", f"the exporter ran past {timeout:.0f} s and was stopped"
+        return None
+    (attempt.out / "export.log").write_text(completed.stdout + completed.stderr)
+    attempt.log_tail = (completed.stdout + completed.stderr).strip().splitlines()[-15:]
+    if completed.returncode != 0:
+        attempt.result = "failed"
+        attempt.reason = f"the exporter exited with {completed.returncode}" + (" (killed by a signal)" if completed.returncode < 0 else "")
+        return None
+    models = sorted(export_dir.glob("*.onnx"))
+    if not models:
+        attempt.result, attempt.reason = "failed", "the exporter wrote no .onnx file"
+        return None
+    for clutter in ("export_spec.json",):
+        (attempt.out / clutter).unlink(missing_ok=True)
+    return export_dir

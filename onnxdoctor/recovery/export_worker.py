@@ -50,14 +50,26 @@ def _merge_adapter(source: Path, adapter: Path, work: Path) -> Path:
     return target
 
 
+def _show_tracer_warnings() -> None:
+    """TracerWarnings go to the log even under PYTHONWARNINGS=ignore: the export pipeline classifies them."""
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("default", category=torch.jit.TracerWarning)
+
+
 def export_optimum(spec: dict[str, Any]) -> None:
     from optimum.exporters.onnx import main_export
+
+    _show_tracer_warnings()
 
     source = Path(spec["source"])
     out = Path(spec["out"])
     settings = spec["settings"]
     if spec.get("adapter"):
         source = _merge_adapter(source, Path(spec["adapter"]), Path(spec["work"]))
+    _load_with_attention(settings.get("attn_implementation"))
     _log(f"optimum main_export {source} task={settings['task']} {json.dumps({k: v for k, v in settings.items() if k != 'task'})}")
     main_export(
         model_name_or_path=str(source),
@@ -69,6 +81,7 @@ def export_optimum(spec: dict[str, Any]) -> None:
         no_post_process=settings.get("no_post_process", False),
         no_dynamic_axes=settings.get("no_dynamic_axes", False),
         do_validation=False,
+        do_constant_folding=settings.get("constant_folding", True),
     )
 
 
@@ -87,6 +100,26 @@ def weight_bytes(model: Any) -> int:
             seen.add(key)
             total += tensor.nbytes
     return total
+
+
+def _load_with_attention(implementation: str | None) -> None:
+    """transformers' attention implementation (`eager`: explicit mask arithmetic) for the model optimum loads.
+
+    main_export has no loading option for it (its model_kwargs go to forward), so this process's
+    TasksManager passes it to from_pretrained; the worker is a process of its own, nothing else sees it.
+    """
+    if not implementation:
+        return
+    from optimum.exporters.tasks import TasksManager
+
+    original = TasksManager.get_model_from_task
+
+    def get_model_from_task(*args: Any, **kwargs: Any) -> Any:
+        kwargs["attn_implementation"] = implementation
+        return original(*args, **kwargs)
+
+    TasksManager.get_model_from_task = staticmethod(get_model_from_task)  # type: ignore[method-assign]
+    _log(f"loading the model with attn_implementation={implementation!r}")
 
 
 FACTORY_ERROR = 3  # exit status of a factory that raises or returns something torch.onnx.export does not take
@@ -287,7 +320,25 @@ def load_factory(entry: str, default_names: dict[str, list[str]] | None = None) 
 def check_torch(spec: dict[str, Any]) -> dict[str, Any]:
     """Load the factory once and say what it gave: the engine refuses a bad one before any attempt."""
     entry = normalize_entry(_load_entry(spec["source"]), spec["source"], spec.get("names"))
-    return {k: entry[k] for k in ("form", "input_names", "output_names", "input_names_from", "tensors")}
+    info = {k: entry[k] for k in ("form", "input_names", "output_names", "input_names_from", "tensors")}
+    if spec.get("shapes"):  # the export pipeline names dynamic axes by role from these, before any export
+        info.update(_example_shapes(entry))
+    return info
+
+
+def _example_shapes(entry: dict[str, Any]) -> dict[str, Any]:
+    """Shapes and dtypes of the example inputs and of the module's outputs on them (one eager call)."""
+    import torch
+    from torch.utils import _pytree
+
+    inputs = [leaf for leaf in _pytree.tree_leaves((entry["args"], entry["kwargs"])) if isinstance(leaf, torch.Tensor)]
+    with torch.no_grad():
+        outputs = [leaf for leaf in _pytree.tree_leaves(entry["model"].eval()(*entry["args"], **entry["kwargs"])) if isinstance(leaf, torch.Tensor)]
+
+    def describe(tensors: list[Any]) -> list[dict[str, Any]]:
+        return [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in tensors]
+
+    return {"input_shapes": describe(inputs), "output_shapes": describe(outputs)}
 
 
 def export_torch(spec: dict[str, Any]) -> None:
@@ -295,6 +346,7 @@ def export_torch(spec: dict[str, Any]) -> None:
     entry = normalize_entry(_load_entry(spec["source"]), spec["source"], spec.get("names"))  # the factory's own output first
     import torch
 
+    _show_tracer_warnings()
     model = entry["model"].eval()
     args, kwargs = entry["args"], entry["kwargs"]
     out = Path(spec["out"]) / "model.onnx"
@@ -305,7 +357,8 @@ def export_torch(spec: dict[str, Any]) -> None:
         shapes = dynamic_shapes_for(model, args, kwargs, input_names, dynamic_axes)
         args, kwargs = _keyword_dict_inputs(model, args, kwargs)
         size = weight_bytes(model)
-        external = size > INLINE_LIMIT_BYTES  # the legacy exporter decides this itself; dynamo must be told
+        # the legacy exporter decides this itself; dynamo must be told (a plan may also ask for it)
+        external = size > INLINE_LIMIT_BYTES or bool(settings.get("external_data"))
         _log(
             f"torch.onnx.export dynamo=True opset={settings.get('opset')} dynamic_shapes for parameters {', '.join(shapes)}"
             f"; weights {size / 1024**2:.0f} MB " + ("in external data (model.onnx.data)" if external else "inline")
