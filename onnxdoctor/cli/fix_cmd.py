@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +12,9 @@ from onnxdoctor.cli.options import format_option, model_path_argument
 
 def _load_config(path: Path | None) -> dict[str, Any]:
     """`--config export.json|.yaml`: settings the user knows (task, opset, dtype)."""
-    from onnxdoctor.errors import UsageError
+    from onnxdoctor.export.config import read_mapping_file
 
-    if path is None:
-        return {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"--config {path}: {exc.strerror or exc}") from None
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - json and yaml raise different types
-        raise UsageError(f"--config {path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"--config {path}: expected a mapping of setting -> value")
-    return data
+    return read_mapping_file(path)
 
 
 @click.command("fix")

@@ -43,8 +43,8 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         raise UsageError(f"{origin}: {key} must be {kind.__name__}, got {value!r}") from None
 
 
-def load_config_file(path: Path | None) -> dict[str, Any]:
-    """`--config export.yaml|.json`: a mapping of the keys above."""
+def read_mapping_file(path: Path | None) -> dict[str, Any]:
+    """A `--config` file (YAML or JSON) as a mapping; `fix` and `export` read their settings through this."""
     if path is None:
         return {}
     try:
@@ -64,6 +64,12 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: expected a mapping of setting -> value")
+    return data
+
+
+def load_config_file(path: Path | None) -> dict[str, Any]:
+    """`--config export.yaml|.json`: a mapping of the keys above."""
+    data = read_mapping_file(path)
     unknown = sorted(set(map(str, data)) - set(KEYS))
     if unknown:
         raise UsageError(f"--config {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
