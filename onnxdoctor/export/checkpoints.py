@@ -38,11 +38,10 @@ class Checkpoint:
     warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        chosen = self.path.name if self.path != self.given else str(self.path)
-        text = f"{self.kind} {chosen}" + (f" (step {self.step})" if self.step is not None else "")
-        if self.path != self.given:
-            text = f"{self.kind} {self.given}: latest complete checkpoint {self.path.name}" + (f" (step {self.step})" if self.step is not None else "")
-        return text
+        step = f" (step {self.step})" if self.step is not None else ""
+        if self.path == self.given:
+            return f"{self.kind} {self.path}{step}"
+        return f"{self.kind} {self.given}: latest complete checkpoint {self.path.name}{step}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,7 +150,7 @@ def resolve(given: Path, kind: str) -> Checkpoint:
     if not checkpoints:
         problem = folder_problem(given, kind)
         if problem:
-            hint = "" if _is_candidate(given, kind) else f" and no checkpoint-N/ subfolders"
+            hint = "" if _is_candidate(given, kind) else " and no checkpoint-N/ subfolders"
             raise CheckpointError(f"{what} {given}: not a complete {kind} folder: {problem}{hint}")
         chosen = Checkpoint(kind, given, given, _step(given), candidates=[(given.name, "complete")])
     else:

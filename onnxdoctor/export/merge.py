@@ -8,6 +8,7 @@ on a probe (an adapter whose B is still zero changes nothing: exporting it would
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import shutil
 import sys
@@ -57,8 +58,6 @@ def merge(model: Checkpoint, adapter: Checkpoint, out: Path) -> dict[str, Any]:
 
 def check_weights(base_folder: Path, adapter: Checkpoint, merged_folder: Path) -> list[dict[str, Any]]:
     """merged == W + scale * B @ A on a sample of adapted layers (MergeError naming the first that is not)."""
-    import torch
-
     base, lora, merged = _state(base_folder, "model"), _state(adapter.path, "adapter_model"), _state(merged_folder, "model")
     config = adapter.metadata
     rank, alpha = config.get("rank") or 8, config.get("lora_alpha") or 8
@@ -68,13 +67,7 @@ def check_weights(base_folder: Path, adapter: Checkpoint, merged_folder: Path) -
         raise MergeError(f"{adapter.path}: the adapter holds no lora_A / lora_B weights")
     picks = [modules[round(i * (len(modules) - 1) / max(SAMPLE - 1, 1))] for i in range(min(SAMPLE, len(modules)))]
     checked = []
-    fan_in_fan_out = False
-    try:
-        import json
-
-        fan_in_fan_out = bool(json.loads((adapter.path / "adapter_config.json").read_text()).get("fan_in_fan_out"))
-    except (OSError, ValueError):
-        pass
+    fan_in_fan_out = bool(json.loads((adapter.path / "adapter_config.json").read_text()).get("fan_in_fan_out"))  # GPT-2's Conv1D
     for module in dict.fromkeys(picks):
         key = module.removeprefix("base_model.model.") + ".weight"
         if key not in base or key not in merged:

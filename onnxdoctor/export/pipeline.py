@@ -184,7 +184,7 @@ class ExportPipeline:
         for checkpoint in readonly:
             if _inside(self.out, checkpoint.given) or _inside(self.out, checkpoint.path):
                 raise UsageError(f"--out {self.out} is inside {checkpoint.given}: onnxdoctor never writes into your {checkpoint.kind}")
-        if self.kind == "torch" and _inside(self.out, Path(self.source.rpartition(":")[0]).parent) and self.out.resolve() == Path(self.source.rpartition(":")[0]).resolve().parent:
+        if self.kind == "torch" and self.out.resolve() == Path(self.source.rpartition(":")[0]).resolve().parent:
             raise UsageError(f"--out {self.out} is the factory's own folder; give a new folder")
         if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
             raise UsageError(f"--out {self.out}: give a new or empty folder (it holds {', '.join(sorted(p.name for p in self.out.iterdir())[:3]) if self.out.is_dir() else 'a file'})")
