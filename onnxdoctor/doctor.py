@@ -27,6 +27,7 @@ class Report:
     findings: list[Finding]
     verdict: str = ""
     inspect: InspectReport | None = field(default=None, repr=False)
+    replay: Any = field(default=None, repr=False)  # replay.harness.ReplayReport, when replay ran
 
     def by_code(self, *codes: str) -> list[Finding]:
         """Findings whose code starts with one of `codes` (`by_code("ODX4")` for all replay findings)."""
@@ -100,6 +101,7 @@ def diagnose(
         report.findings = [f for f in report.findings if f.location.file in {r.signature.file for r in keep}]
     findings = list(report.findings)
     verdict = ""
+    replayed = None
     if replay and any(r.signature.kind == "decoder" for r in report.files):
         from onnxdoctor.replay.harness import Replayer, ReplayOptions
 
@@ -111,7 +113,7 @@ def diagnose(
         sort_findings(findings),
         key=lambda f: (f.severity.rank, f.location.file or "", f.code, f.evidence.get("protocol") != "export-time shapes"),
     )
-    return Report(str(path), ordered, verdict, report)
+    return Report(str(path), ordered, verdict, report, replayed)
 
 
 __all__ = ["Report", "decoder_files", "diagnose"]

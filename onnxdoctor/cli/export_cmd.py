@@ -27,7 +27,7 @@ def export_command(
     opset: int | None, config_path: Path | None, timeout: float | None, dry_run: bool, list_checkpoints: bool, output_format: str,
 ) -> None:
     """Find SOURCE's latest complete checkpoint, merge the LoRA adapter, export to ONNX (recovering from exporter
-    failures), quantize, verify every result against the source, and write report.md / report.json under --out.
+    failures), quantize, verify every result against the source, and write report.md, report.json and charts under --out/report/.
 
     SOURCE: a Hugging Face model folder, a training output folder with checkpoint-N/ subfolders, or file.py:function
     (a torch factory, as `fix` takes it). Exit code 0: exported and verified; 1: no attempt or a variant did not
@@ -100,4 +100,5 @@ def _table(result: object) -> None:
               (v.drift.get("vs_source") or {}).get("max_scaled_logits", "-"), v.speed.get("decode_ms_per_token", "-")] for v in result.variants],
             headers=["variant", "status", "size", "reduction", "drift vs source", "ms/token"], tablefmt="simple",
         ))
-    click.echo(f"\nReport: {result.out / 'report.md'}")
+    if result.report is not None:
+        click.echo(f"\nReport: {result.report.markdown}" + (f" ({len(result.report.charts)} charts)" if result.report.charts else ""))

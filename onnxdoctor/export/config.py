@@ -28,6 +28,8 @@ KEYS: dict[str, tuple[Any, type, str]] = {
     "timeout": (600.0, float, "seconds one exporter run may take before it is stopped"),
     "max_attempts": (6, int, "export attempts tried at most (the first plus recovery strategies)"),
     "steps": (6, int, "decode steps verify and compare check after the prompt"),
+    "bench_tokens": (16, int, "tokens each timed decode of the speed and memory measure generates (`onnxdoctor bench --new-tokens`)"),
+    "bench_repeat": (3, int, "timed decodes per variant (after one warm-up); the report gives their median and spread"),
 }
 
 
@@ -95,6 +97,9 @@ def resolve_settings(
     settings["quantize"] = parse_quantize(settings["quantize"] or "none")
     if settings["exporter"] not in (None, "optimum", "torch"):
         raise UsageError(f"exporter must be optimum or torch, got {settings['exporter']!r} (from {origins['exporter']})")
+    for key in ("max_attempts", "steps", "bench_tokens", "bench_repeat", "timeout"):
+        if settings[key] is None or settings[key] <= 0:
+            raise UsageError(f"{key} must be a positive number, got {settings[key]} (from {origins[key]})")
     if settings["int4_block_size"] not in (16, 32):
         raise UsageError(f"int4_block_size must be 16 or 32, got {settings['int4_block_size']}")
     return settings, origins

@@ -26,6 +26,7 @@ from onnxdoctor.export.errors import CheckpointError, ExportFailed, ExportPipeli
 from onnxdoctor.export.recover import BY_NAME, REFUSED, classify, strategy_settings
 from onnxdoctor.findings import Severity
 from onnxdoctor.recovery.engine import Attempt
+from onnxdoctor.recovery.proof import Proof, departures
 
 Progress = Callable[[str], None]
 FACTORY = re.compile(r"\.py:\w+$")
@@ -46,6 +47,11 @@ class Variant:
     drift: dict[str, Any] = field(default_factory=dict)  # against the source (verify) and the fp32 export (compare)
     speed: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    # the reports behind the numbers, for the report's inspect / replay / fidelity / bench sections
+    diagnosis: Any = field(default=None, repr=False)  # doctor.Report (inspect + replay)
+    fidelity: Any = field(default=None, repr=False)  # FidelityReport against the source
+    bench: Any = field(default=None, repr=False)  # perf.bench.BenchResult
+    bench_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +78,7 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
     error: ExportPipelineError | None = None
     dry_run: bool = False
+    report: Any = None  # report.validation.ReportPaths of DIR/report, once written
 
     @property
     def exit_code(self) -> int:
@@ -101,6 +108,7 @@ class ExportResult:
             "warnings": self.warnings,
             "error": {"stage": self.error.stage, "message": str(self.error)} if self.error else None,
             "exit_code": self.exit_code,
+            "report": str(self.report.markdown) if self.report is not None else None,
         }
 
 
@@ -130,7 +138,7 @@ class ExportPipeline:
         self.kind = settings.get("exporter") or ("torch" if FACTORY.search(source) else "optimum")
         self.export_source: Path | str = source
         self.factory_info: dict[str, Any] = {}
-        self._kept_drift: dict[str, Any] = {}
+        self._kept_proof: Proof | None = None
 
     # ------------------------------------------------------------------ stages
     def _stage(self, name: str, run: Callable[[], None]) -> None:
@@ -244,44 +252,22 @@ class ExportPipeline:
         self.progress(f"dynamic axes by role: {', '.join(f'{name}{sorted(v.values())}' for name, v in list(axes.items())[:3])}, ...")
         return {k: {str(a): n for a, n in v.items()} for k, v in axes.items()}
 
-    def _prove(self, attempt: Attempt, produced: Path) -> str | None:
-        """inspect + replay (judge), then verify against the (merged) source; returns which check failed."""
-        from onnxdoctor.doctor import diagnose
-        from onnxdoctor.recovery.verdict import judge
+    def _prove(self, attempt: Attempt, produced: Path) -> Proof:
+        """The engine's proof (recovery.proof.prove), strict: inspect + replay with no finding left, then verify."""
+        from onnxdoctor.recovery.proof import prove
 
-        self.progress(f"attempt {attempt.index}: inspect + replay {produced}")
         try:
-            after = diagnose(produced, steps=2)
-        except OnnxDoctorError as exc:
-            attempt.result, attempt.reason = "failed", f"inspect + replay could not run on the export: {exc}"
-            return "replay"
-        attempt.after = sorted({f.code for f in after.problems()})
-        errors = {f.code for f in after.findings if f.severity is Severity.ERROR}
-        kept, reason = judge((), set(), set(attempt.after), errors, safe=True)
-        if not kept or attempt.after:
-            attempt.result, attempt.reason = "rejected", f"inspect + replay: {reason if not kept else 'findings ' + ', '.join(attempt.after)}"
-            return "replay"
-        self.progress(f"attempt {attempt.index}: verify against {self._against()}")
-        try:
-            report = self._verify(produced)
+            proof = prove(attempt, produced, source=self._source_for_verify(), steps=self.settings["steps"], replay_steps=2, strict=True, progress=self.progress)
         except UnusableInputError as exc:
-            if exc.path != str(self.export_source):
-                attempt.result, attempt.reason = "rejected", f"verify could not decode the export: {exc}"
-                return "verify"
-            attempt.result, attempt.reason = "rejected", f"verify cannot run: {exc}"
+            attempt.result, attempt.reason = "rejected", f"verify cannot load the source: {exc.reason}"
             raise ValidationFailed(f"verify cannot load the source to hold the export against it: {exc.reason}") from None
-        except OnnxDoctorError as exc:
-            attempt.result, attempt.reason = "rejected", f"verify could not decode the export: {exc}"
-            return "verify"
-        failing = _departures(report)
-        attempt.after = sorted(set(attempt.after) | {f.code for f in failing})
-        if failing:
-            attempt.result, attempt.reason = "rejected", f"verify: {failing[0].code} {failing[0].message}"
-            return "verify"
-        attempt.result, attempt.reason = "kept", "inspect + replay + verify pass"
-        attempt.produced = produced
-        self._kept_drift = _drift(report)
-        return None
+        if proof.failed is None:
+            self._kept_proof = proof
+        return proof
+
+    def _source_for_verify(self) -> str:
+        """The (merged) Hugging Face folder, or the factory's `file.py:function`."""
+        return str(self.export_source) if self.kind == "optimum" else self.source
 
     def _against(self) -> str:
         return str(self.export_source) if self.kind == "optimum" else f"the factory {self.source}"
@@ -290,7 +276,7 @@ class ExportPipeline:
         """onnxdoctor verify against the (merged) Hugging Face folder, or the factory's own module."""
         from onnxdoctor.fidelity.verify import FidelityOptions, verify
 
-        return verify(path, self.export_source if self.kind == "optimum" else self.source, options=FidelityOptions(steps=self.settings["steps"]))
+        return verify(path, self._source_for_verify(), options=FidelityOptions(steps=self.settings["steps"]))
 
     def export(self) -> None:
         from onnxdoctor.recovery.engine import export_attempt
@@ -315,7 +301,7 @@ class ExportPipeline:
             started = time.perf_counter()
             produced = export_attempt(attempt, source=str(self.export_source), adapter=None, names={}, timeout=self.settings["timeout"])
             attempt.seconds = time.perf_counter() - started
-            failed_check = self._prove(attempt, produced) if produced is not None else None
+            failed_check = self._prove(attempt, produced).failed if produced is not None else None
             if attempt.result == "kept":
                 self.progress(f"attempt {index} ({name}) kept: {attempt.reason}")
                 self.result.warnings += _tracer_warnings(attempt)
@@ -344,7 +330,7 @@ class ExportPipeline:
                     self.progress(f"refused strategy no-dynamic-axes: {REFUSED['no-dynamic-axes']}")
         tried_names = ", ".join(f"{a.index} {a.name}: {a.result}" for a in self.result.attempts if a.result != "refused")
         classes = ", ".join(dict.fromkeys(c["class"] for c in self.result.classes)) or "none"
-        raise ExportFailed(f"no export attempt passed inspect + replay + verify ({tried_names}; failure classes: {classes}); see {self.out / 'report.md'}")
+        raise ExportFailed(f"no export attempt passed inspect + replay + verify ({tried_names}; failure classes: {classes}); see {self.out / 'report' / 'report.md'}")
 
     def publish(self) -> None:
         """The kept attempt's export becomes DIR/onnx (the attempts keep their logs)."""
@@ -355,11 +341,15 @@ class ExportPipeline:
         kept.produced = final
         if self.kind == "optimum" and not (final / "config.json").exists():
             shutil.copyfile(Path(self.export_source) / "config.json", final / "config.json")
-        fp32 = Variant("fp32", None, final, _size(final), 0.0, "verified", kept.reason, kept.after, {"vs_source": self._kept_drift})
+        proof = self._kept_proof
+        assert proof is not None
+        fp32 = Variant("fp32", None, final, _size(final), 0.0, "verified", kept.reason, kept.after, {"vs_source": _drift(proof.fidelity)})
+        fp32.diagnosis, fp32.fidelity = proof.diagnosis, proof.fidelity
         self.result.variants.insert(0, fp32)
 
     # ------------------------------------------------------------------ quantize and verify
     def quantize(self, name: str) -> None:
+        from onnxdoctor.doctor import diagnose
         from onnxdoctor.fidelity.verify import FidelityOptions, compare
         from onnxdoctor.numerics.quantize import quantize_folder
 
@@ -372,33 +362,80 @@ class ExportPipeline:
             variant.settings = quantize_folder(fp32.path, target, variant.variant or "")
         except Exception as exc:  # noqa: BLE001 - ORT's quantizers raise many types
             variant.status, variant.reason = "failed", f"quantizing failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self._skip_if_unsupported(variant, fp32)
             return
         variant.path, variant.size_bytes = target, _size(target)
         variant.reduction = 1 - variant.size_bytes / fp32.size_bytes if fp32.size_bytes else None
-        from onnxdoctor.doctor import diagnose
-
-        after = diagnose(target, steps=2)
+        try:
+            after = diagnose(target, steps=2)
+        except OnnxDoctorError as exc:  # ONNX Runtime refuses the quantized file
+            variant.status, variant.reason = "failed", f"inspect + replay could not run: {exc}"
+            self._skip_if_unsupported(variant, fp32)
+            return
+        variant.diagnosis = after
         variant.findings = sorted({f.code for f in after.problems()})
         if any(f.severity is Severity.ERROR for f in after.findings):
             variant.status, variant.reason = "failed", f"inspect + replay: {', '.join(variant.findings)}"
+            self._skip_if_unsupported(variant, fp32)
             return
         options = FidelityOptions(steps=self.settings["steps"])
         against_fp32 = compare(fp32.path, target, options=options)
         against_source = self._verify(target)
+        variant.fidelity = against_source
         variant.drift = {"vs_fp32": _drift(against_fp32), "vs_source": _drift(against_source)}
-        failing = _departures(against_fp32) + _departures(against_source)
+        failing = departures(against_fp32) + departures(against_source)
         variant.findings = sorted(set(variant.findings) | {f.code for f in against_fp32.findings + against_source.findings})
         if failing:
             variant.status, variant.reason = "failed", f"{failing[0].code}: {failing[0].message}"
         else:
             variant.status, variant.reason = "verified", f"inspect + replay pass; within the {variant.drift['vs_source']['envelope']} against the source and the fp32 export"
 
-    def measure(self) -> None:
-        from onnxdoctor.export.measure import measure_decode
+    def _skip_if_unsupported(self, variant: Variant, fp32: Variant) -> None:
+        """fp16 of a merged decoder: ORT's float16 converter breaks If branches (ONNX Runtime refuses the file,
+        measured with onnxruntime 1.32). That is the tool's limit, not the export's fault: skipped, with the reason."""
+        merged = fp32.diagnosis is not None and any(
+            r.signature.kv is not None and r.signature.kv.merged for r in fp32.diagnosis.inspect.files
+        )
+        if variant.name != "fp16" or not merged:
+            return
+        variant.status = "skipped"
+        variant.reason = (
+            "onnxruntime.transformers.float16 cannot convert a merged decoder (use_cache_branch If): "
+            f"{variant.reason}; for an fp16 variant export without merging (optimum no_post_process) and quantize that"
+        )
+        self.result.warnings.append(f"fp16 skipped: {variant.reason}")
+        self.progress(f"fp16 skipped: {variant.reason}")
+        if variant.path is not None:
+            shutil.rmtree(variant.path, ignore_errors=True)  # an unloadable file is not shipped
+            variant.path, variant.size_bytes, variant.reduction = None, 0, None
 
+    def measure(self) -> None:
+        """Speed and memory of every verified variant with `onnxdoctor bench` (one greedy decode protocol, backend timing)."""
+        from onnxdoctor.perf.bench import BenchOptions, bench
+
+        options = BenchOptions(prompt_len=8, new_tokens=self.settings["bench_tokens"], repeat=self.settings["bench_repeat"])
         for variant in self.result.variants:
-            if variant.path is not None and variant.status == "verified":
-                variant.speed = measure_decode(variant.path, steps=self.settings["steps"])
+            if variant.path is None or variant.status != "verified":
+                continue
+            try:
+                variant.bench = bench(variant.path, options, progress=self.progress)
+            except OnnxDoctorError as exc:  # replay passed, so this is rare: say it, do not hide the variant
+                variant.bench_error = str(exc)
+                continue
+            result = variant.bench
+            variant.speed = {
+                "decode_ms_per_token": round(result.per_token_median_s * 1e3, 4),
+                "decode_ms_per_token_p90": round(result.per_token_p90_s * 1e3, 4),
+                "tokens_per_s": round(result.tokens_per_s, 2),
+                "prefill_ms": round(result.prefill.median * 1e3, 4),
+                "session_creation_s": round(result.session_s, 4),
+                "peak_rss_mb": None if result.peak_rss is None else round(result.peak_rss / 2**20, 1),
+                "peak_above_before_sessions_mb": None if result.peak_rss_growth is None else round(result.peak_rss_growth / 2**20, 1),
+                "kv_cache_bytes_per_token": result.kv_bytes_per_token,
+                "runs": len(result.runs),
+                "new_tokens": options.new_tokens,
+                "how": f"onnxdoctor bench: {options.describe()}",
+            }
 
     # ------------------------------------------------------------------ the whole plan
     def run(self, *, dry_run: bool = False) -> ExportResult:
@@ -420,13 +457,14 @@ class ExportPipeline:
             for name in self.settings["quantize"]:
                 self._stage(f"quantize-{name}", lambda n=name: self.quantize(n))
             self._stage("measure", self.measure)
-            broken = [v for v in result.variants if v.status != "verified"]
+            broken = [v for v in result.variants if v.status not in ("verified", "skipped")]
             if broken:
                 raise ValidationFailed("; ".join(f"{v.name} not shipped: {v.reason}" for v in broken))
         except ExportPipelineError as exc:
             result.error = exc
         finally:
-            write_export_report(result, self.out)
+            self.progress(f"writing the report into {self.out / 'report'}")
+            result.report = write_export_report(result, self.out / "report")
         return result
 
 
@@ -454,12 +492,6 @@ def _tracer_warnings(attempt: Attempt) -> list[str]:
     return list(dict.fromkeys(found))[:10]
 
 
-def _departures(report: Any) -> list[Any]:
-    """What keeps a result from shipping: a departure outside the envelope, even where greedy tokens still agree
-    (a sampling client would see other probabilities); drift inside the envelope (info) does not."""
-    return [f for f in report.findings if f.severity in (Severity.ERROR, Severity.WARNING)]
-
-
 def _drift(report: Any) -> dict[str, Any]:
     """The worst logits drift of a verify / compare, its envelope and greedy agreement (per variant)."""
     worst, top1, envelope = 0.0, 1.0, None
@@ -469,5 +501,5 @@ def _drift(report: Any) -> dict[str, Any]:
             if row.logits is not None:
                 worst = max(worst, float(row.logits.scaled))
                 top1 = min(top1, float(getattr(row.logits, "top1", 1.0)))
-    failing = [f.code for f in _departures(report)]
+    failing = [f.code for f in departures(report)]
     return {"max_scaled_logits": round(worst, 6), "min_top1_agreement": round(top1, 4), "envelope": envelope, "departures": failing, "verdict": report.verdict()}

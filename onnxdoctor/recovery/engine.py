@@ -28,7 +28,6 @@ from onnxdoctor.doctor import Report, diagnose
 from onnxdoctor.errors import OnnxDoctorError, UsageError
 from onnxdoctor.findings import Severity
 from onnxdoctor.inspectors.dynamic_axes import DIM_NAMES
-from onnxdoctor.recovery.verdict import judge
 from onnxdoctor.model.signature import Signature, axis_roles
 
 STATIC_AXES = ("ODA101", "ODA102", "ODA103", "ODA104", "ODA105")
@@ -151,7 +150,7 @@ def _error_codes(report: Report) -> set[str]:
     return {f.code for f in report.findings if f.severity is Severity.ERROR}
 
 
-def _decoder_signatures(report: Report) -> list[Signature]:
+def decoder_signatures(report: Report) -> list[Signature]:
     assert report.inspect is not None
     return [r.signature for r in report.inspect.files if r.signature.kind == "decoder"]
 
@@ -214,7 +213,7 @@ def _optimum_task(source: str, signatures: list[Signature]) -> str:
 def plan_attempts(report: Report, source: str | None, kind: str | None, *, adapter: str | None, user: dict[str, Any]) -> tuple[list[Attempt], list[str]]:
     """Attempts most specific first; each attempt carries every targeted patch so far."""
     codes = set(_problem_codes(report))
-    signatures = _decoder_signatures(report)
+    signatures = decoder_signatures(report)
     notes: list[str] = []
     attempts: list[Attempt] = []
     static = tuple(sorted(codes & set(STATIC_AXES)))
@@ -375,7 +374,7 @@ class RecoveryEngine:
 
     def _names(self, report: Report) -> dict[str, list[str]]:
         """The fixed model's own input and output names: what its clients feed, so a re-export keeps them."""
-        signatures = _decoder_signatures(report)
+        signatures = decoder_signatures(report)
         if not signatures:
             return {}
         return {"inputs": [t.name for t in signatures[0].inputs], "outputs": [t.name for t in signatures[0].outputs]}
@@ -453,46 +452,13 @@ class RecoveryEngine:
             attempt.seconds = time.perf_counter() - started
         if produced is None:
             return
-        attempt.produced = produced
-        self.progress(f"attempt {attempt.index}: verifying {produced} with inspect + replay")
-        try:
-            after = self._diagnose(produced)
-        except OnnxDoctorError as exc:  # e.g. ONNX Runtime cannot load the export: this attempt failed, not the engine
-            attempt.result, attempt.reason = "failed", f"inspect + replay could not run on the export: {exc}"
-            return
-        attempt.after = _problem_codes(after)
-        still_merged = attempt.settings.get("no_post_process") and any(
-            s.kv is not None and s.kv.merged for s in _decoder_signatures(after)
-        )
-        if still_merged:
-            attempt.result, attempt.reason = "rejected", "the export still has a merged decoder"
-            return
-        kept, attempt.reason = judge(
-            attempt.targets, _error_codes(before), set(attempt.after), _error_codes(after), safe=attempt.safe
-        )
-        if kept and self.source is not None and attempt.exporter in ("optimum", "torch"):
-            kept = self._verify(attempt, produced)
-        attempt.result = "kept" if kept else "rejected"
+        from onnxdoctor.recovery.proof import prove
 
-    def _verify(self, attempt: Attempt, produced: Path) -> bool:
-        """A re-export is kept only if it also agrees with the model it came from (onnxdoctor verify)."""
-        from onnxdoctor.fidelity.verify import FidelityOptions, verify
-
-        assert self.source is not None
-        self.progress(f"attempt {attempt.index}: verifying {produced} against the source {self.source}")
-        try:
-            result = verify(produced, self.source, adapter=self.adapter if attempt.exporter == "optimum" else None, options=FidelityOptions(steps=self.steps))
-        except OnnxDoctorError as exc:
-            attempt.verified = {"error": str(exc)}
-            attempt.reason += f"; but verify against the source could not run: {exc}"
-            return False
-        departures = [f for f in result.findings if f.severity.value in ("error", "warning")]
-        attempt.verified = {"verdict": result.verdict(), "codes": sorted({f.code for f in result.findings}), "exit_code": result.exit_code}
-        if departures:  # a re-export that departs from its source is not proven, even when no token changes
-            attempt.reason = f"inspect + replay pass, but it departs from the source: {departures[0].code} {departures[0].message}"
-            return False
-        attempt.reason += "; verify agrees with the source"
-        return True
+        verified_against = self.source if attempt.exporter in ("optimum", "torch") else None
+        prove(
+            attempt, produced, before_errors=_error_codes(before), source=verified_against,
+            adapter=self.adapter if attempt.exporter == "optimum" else None, steps=self.steps, progress=self.progress,
+        )
 
     def _export(self, attempt: Attempt) -> Path | None:
         assert attempt.out is not None

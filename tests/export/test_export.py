@@ -33,20 +33,27 @@ def test_training_folder_with_adapter_is_merged_exported_quantized_and_verified(
     assert merge["weights"] and all(w["max_abs_error"] <= 1e-5 < w["delta_max"] for w in merge["weights"])
     assert merge["probe"]["max_abs_logit_difference"] > 1e-3
     kept = [a for a in data["attempts"] if a["result"] == "kept"]
-    assert len(kept) == 1 and kept[0]["reason"] == "inspect + replay + verify pass"
+    assert len(kept) == 1 and kept[0]["reason"].startswith("inspect + replay: ") and kept[0]["reason"].endswith("verify agrees with the source")
     variants = {v["name"]: v for v in data["variants"]}
     assert set(variants) == {"fp32", "int8", "int4"}
     for name, variant in variants.items():
         assert variant["status"] == "verified", (name, variant["reason"])
-        assert variant["speed"]["decode_ms_per_token"] > 0 and variant["speed"]["calls"] > 1
+        assert variant["speed"]["decode_ms_per_token"] > 0 and variant["speed"]["runs"] == 3 and variant["speed"]["tokens_per_s"] > 0
         assert Path(variant["path"]).parent == out
     for name in ("int8", "int4"):
         assert variants[name]["size_bytes"] < variants["fp32"]["size_bytes"] and variants[name]["reduction"] > 0
         assert variants[name]["drift"]["vs_fp32"]["departures"] == [] and variants[name]["drift"]["vs_source"]["departures"] == []
     assert variants["int4"]["settings"]["files"]["model.onnx"]["block_size"] == 32
-    report = (out / "report.md").read_text()
+    report = (out / "report" / "report.md").read_text()
     assert "checkpoint-30" in report and "| int4 | verified |" in report
-    assert json.loads((out / "report.json").read_text())["variants"] == data["variants"]
+    # `onnxdoctor report`'s sections and charts, for the three variants
+    for heading in ("## Export attempts", "## Variants", "## Inspect (static checks)", "## Replay", "## Fidelity against the source", "## Speed and memory"):
+        assert heading in report
+    assert {p.name for p in (out / "report").glob("*.png")} == {"drift.png", "latency.png", "memory.png"}
+    written = json.loads((out / "report" / "report.json").read_text())
+    assert written["variants"] == data["variants"] and data["report"] == str(out / "report" / "report.md")
+    assert set(written["sections"]["fidelity"]) == {str(out / "onnx"), str(out / "onnx-int8"), str(out / "onnx-int4")}
+    assert len(written["sections"]["bench"]["exports"]) == 3
     assert [s["stage"] for s in data["stages"]] == ["checkpoint", "merge", "export", "quantize-int8", "quantize-int4", "measure"]
     assert snapshot(training_run["root"]) == before  # nothing written into the training run or the adapter
 
@@ -107,7 +114,7 @@ def test_trace_frozen_by_python_control_flow_is_caught_by_verify_not_shipped(tmp
     assert result.returncode == 1, result.stderr
     data = result.json()
     first = data["attempts"][0]
-    assert first["result"] == "rejected" and first["reason"].startswith("verify: ODV703")
+    assert first["result"] == "rejected" and "departs from the source: ODV703" in first["reason"]
     assert "departs at step 1" in first["reason"]
     classes = [c["class"] for c in data["failure_classes"]]
     assert classes[:2] == ["tracer-warning-bool", "departs-at-decode"]
@@ -130,7 +137,7 @@ def test_untrained_adapter_is_a_merge_error(training_run: dict[str, Path], tmp_p
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("onnxdoctor: merge error: ") and "changes nothing" in line
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    report = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
     assert report["error"]["stage"] == "merge" and report["attempts"] == []
 
 
