@@ -96,7 +96,7 @@ def _table(result: object) -> None:
     if result.variants:
         click.echo("")
         click.echo(tabulate(
-            [[v.name, v.status, f"{v.size_bytes / 2**20:.2f} MB", "-" if v.reduction is None else f"{v.reduction:.0%}",
+            [[v.name, v.status, f"{v.size_bytes / 2**20:.2f} MB" if v.path else "-", "-" if v.reduction is None else f"{v.reduction:.0%}",
               (v.drift.get("vs_source") or {}).get("max_scaled_logits", "-"), v.speed.get("decode_ms_per_token", "-")] for v in result.variants],
             headers=["variant", "status", "size", "reduction", "drift vs source", "ms/token"], tablefmt="simple",
         ))

@@ -398,12 +398,14 @@ class ExportPipeline:
         )
         if variant.name != "fp16" or not merged:
             return
+        refusal = variant.reason.split("failed:", 1)[-1]
+        refusal = next((part.strip() for part in refusal.split("InitializeStateFromModelFileGraphProto()")[-1:]), refusal)[:200]
         variant.status = "skipped"
         variant.reason = (
-            "onnxruntime.transformers.float16 cannot convert a merged decoder (use_cache_branch If): "
-            f"{variant.reason}; for an fp16 variant export without merging (optimum no_post_process) and quantize that"
+            "onnxruntime.transformers.float16 breaks a merged decoder's use_cache_branch If: ONNX Runtime refuses the result "
+            f"({refusal}); for an fp16 variant, export without merging (optimum no_post_process) and quantize that"
         )
-        self.result.warnings.append(f"fp16 skipped: {variant.reason}")
+        self.result.warnings.append("fp16 variant skipped: the float16 converter breaks merged decoders (see Variants)")
         self.progress(f"fp16 skipped: {variant.reason}")
         if variant.path is not None:
             shutil.rmtree(variant.path, ignore_errors=True)  # an unloadable file is not shipped

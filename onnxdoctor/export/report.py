@@ -62,7 +62,7 @@ def _variants_markdown(data: dict[str, Any]) -> str:
         reduction = "-" if v["reduction"] is None else f"{v['reduction']:.0%}"
         peak = speed.get("peak_rss_mb")
         lines.append(
-            f"| {v['name']} | {v['status']} | {_mb(v['size_bytes'])} | {reduction} | "
+            f"| {v['name']} | {v['status']} | {_mb(v['size_bytes']) if v['path'] else '-'} | {reduction} | "
             f"{source.get('max_scaled_logits', '-')} | {fp32.get('max_scaled_logits', '-')} | {speed.get('decode_ms_per_token', '-')} | "
             f"{speed.get('tokens_per_s', '-')} | {'-' if peak is None else f'{peak} MB'} |"
         )

@@ -9,7 +9,9 @@ variant) are imported inside the functions.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -24,13 +26,30 @@ from onnxdoctor.errors import UsageError
 Calibration = list[dict[str, np.ndarray]]
 
 
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """ORT's quantizers log 'Please consider to run pre-processing' once per file on the root logger: advice for
+    static calibration, noise for a dynamic or weight-only variant that is verified afterwards anyway."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing")
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def _dynamic(weight_type: str, per_channel: bool) -> Callable[[Path, Path, Calibration | None], dict[str, Any]]:
     def apply(source: Path, target: Path, _calibration: Calibration | None) -> dict[str, Any]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # EnableSubgraph: without it a merged decoder's If branches (all its MatMuls) stay float32
         options = {"EnableSubgraph": True}
-        quantize_dynamic(source, target, weight_type=getattr(QuantType, weight_type), per_channel=per_channel, extra_options=options)
+        with _without_preprocessing_advice():
+            quantize_dynamic(source, target, weight_type=getattr(QuantType, weight_type), per_channel=per_channel, extra_options=options)
         return {"tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": weight_type, "per_channel": per_channel, "extra_options": options}
 
     return apply

@@ -74,6 +74,8 @@ def prove(
     kept, reason = judge(attempt.targets, set(before_errors), set(attempt.after), after_errors, safe=attempt.safe)
     if kept and strict and attempt.after:
         kept, reason = False, f"findings {', '.join(attempt.after)}"
+    elif kept and not attempt.targets:  # a first export: nothing was targeted, so say what was seen
+        reason = "no error" + ("" if attempt.after else " or warning") + ("; replay passes" if not after_errors else "")
     if not kept:
         attempt.result, attempt.reason = "rejected", f"inspect + replay: {reason}"
         return Proof("replay", after)
