@@ -35,9 +35,9 @@ CLASSES: tuple[FailureClass, ...] = (
     FailureClass("dynamic-shape", _rx(r"Constraints violated|GuardOnDataDependentSymNode|data-dependent|Could not guard|dynamic_shapes|specialized to a constant|symbolic shape|Dim\.DYNAMIC"),
                  "the exporter could not keep an axis dynamic (a guard on a symbolic size or on data)",
                  ("other-exporter", "eager-attention", "other-opset")),
-    FailureClass("too-large", _rx(r"2\s?GB|2GiB|exceeds maximum protobuf size|larger than 2"),
-                 "the model is above protobuf's 2 GB limit",
-                 ("external-data",)),
+    FailureClass("too-large", _rx(r"2\s?GB|2GiB|exceeds maximum protobuf size|larger than (the )?2|Failed to serialize proto"),
+                 "the model is above protobuf's 2 GB limit (one .onnx message cannot hold its weights)",
+                 ("external-data", "no-post-process")),
     FailureClass("tracer-warning-bool", _rx(r"TracerWarning: Converting a tensor to a Python (boolean|index|integer|float|number)"),
                  "the trace took one branch of Python control flow on a tensor: the export holds that branch for every input",
                  ("other-exporter", "eager-attention", "no-constant-folding")),
@@ -104,5 +104,9 @@ def strategy_settings(name: str, exporter: str, base: dict[str, Any], tried_expo
     if name == "eager-attention":
         return "eager-attention", {**base, "attn_implementation": "eager"}, "transformers' eager attention: explicit mask arithmetic the exporter traces faithfully (no SDPA fast paths)"
     if name == "external-data":
-        return None  # optimum writes external data by itself above 2 GB
+        return None  # optimum's exporter writes external data by itself above 2 GB
+    if name == "no-post-process" and not base.get("no_post_process"):
+        # optimum's post-processing (tied-weight de-duplication, decoder merging) loads the export whole and saves it as
+        # one protobuf: past 2 GB that fails ("Failed to serialize proto") although the exporter's own files were fine
+        return "no-post-process", {**base, "no_post_process": True}, "optimum without post-processing: the exporter's external-data files stand as written"
     return None  # optimum has one exporter (the legacy trace)

@@ -42,15 +42,41 @@ def _without_preprocessing_advice() -> Iterator[None]:
         root.removeFilter(keep)
 
 
+# A quantized file is written with external data when its source has some, or is past this size: one protobuf
+# message (the .onnx) cannot exceed 2 GB (fp16 of a 5 GB fp32 export is still 2.5 GB).
+EXTERNAL_DATA_ABOVE_BYTES = 1536 * 1024 * 1024
+
+
+def writes_external_data(source: Path) -> bool:
+    """Whether a variant of `source` keeps its weights in an external data file, as the source does."""
+    from onnxdoctor.model.load import load_file
+
+    model = load_file(source)
+    data_bytes = sum((source.parent / name).stat().st_size for name in model.external_files if (source.parent / name).is_file())
+    return bool(model.external_files) or source.stat().st_size + data_bytes > EXTERNAL_DATA_ABOVE_BYTES
+
+
+def _save(model: onnx.ModelProto, target: Path, external: bool) -> None:
+    if external:  # one data file beside the model, named after it (what optimum and ORT's tools write)
+        onnx.save(model, target, save_as_external_data=True, all_tensors_to_one_file=True, location=target.name + ".data")
+    else:
+        onnx.save(model, target)
+
+
 def _dynamic(weight_type: str, per_channel: bool) -> Callable[[Path, Path, Calibration | None], dict[str, Any]]:
     def apply(source: Path, target: Path, _calibration: Calibration | None) -> dict[str, Any]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # EnableSubgraph: without it a merged decoder's If branches (all its MatMuls) stay float32
         options = {"EnableSubgraph": True}
+        external = writes_external_data(source)
         with _without_preprocessing_advice():
-            quantize_dynamic(source, target, weight_type=getattr(QuantType, weight_type), per_channel=per_channel, extra_options=options)
-        return {"tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": weight_type, "per_channel": per_channel, "extra_options": options}
+            quantize_dynamic(
+                source, target, weight_type=getattr(QuantType, weight_type), per_channel=per_channel, extra_options=options,
+                use_external_data_format=external,
+            )
+        return {"tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": weight_type, "per_channel": per_channel,
+                "extra_options": options, "external_data": external}
 
     return apply
 
@@ -59,10 +85,12 @@ def _nbits(block_size: int) -> Callable[[Path, Path, Calibration | None], dict[s
     def apply(source: Path, target: Path, _calibration: Calibration | None) -> dict[str, Any]:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+        external = writes_external_data(source)
         quantizer = MatMulNBitsQuantizer(onnx.load(source), bits=4, block_size=block_size, is_symmetric=True)
         quantizer.process()
-        quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
-        return {"tool": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer", "bits": 4, "block_size": block_size, "is_symmetric": True}
+        quantizer.model.save_model_to_file(str(target), use_external_data_format=external)
+        return {"tool": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer", "bits": 4, "block_size": block_size,
+                "is_symmetric": True, "external_data": external}
 
     return apply
 
@@ -99,9 +127,10 @@ def _static_qdq(source: Path, target: Path, calibration: Calibration | None) -> 
 def _fp16(source: Path, target: Path, _calibration: Calibration | None) -> dict[str, Any]:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    external = writes_external_data(source)
     model = convert_float_to_float16(onnx.load(source), keep_io_types=True)
-    onnx.save(model, target)
-    return {"tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True}
+    _save(model, target, external)
+    return {"tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True, "external_data": external}
 
 
 def _optimum_dynamic(source: Path, target: Path, _calibration: Calibration | None) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from onnxdoctor.export.recover import BY_NAME, classify, strategy_settings
         ("torch._dynamo.exc.UserError: Constraints violated (past_sequence_length)!", "dynamic-shape"),
         ("GuardOnDataDependentSymNode: Could not guard on data-dependent expression Eq(u0, 1)", "dynamic-shape"),
         ("ValueError: Message onnx.ModelProto exceeds maximum protobuf size of 2GB", "too-large"),
+        ("ValueError: The proto size is larger than the 2 GB limit. Please use save_as_external_data", "too-large"),
+        ("google.protobuf.message.EncodeError: Failed to serialize proto", "too-large"),
         ("model.py:48: TracerWarning: Converting a tensor to a Python boolean might cause the trace to be incorrect.", "tracer-warning-bool"),
         ("modeling.py:9: TracerWarning: torch.tensor results are registered as constants in the trace (causal mask)", "tracer-warning-mask"),
     ],
@@ -41,5 +43,8 @@ def test_strategies_fit_the_exporter() -> None:
     assert strategy_settings("eager-attention", "optimum", optimum, set())[1]["attn_implementation"] == "eager"  # type: ignore[index]
     assert strategy_settings("no-constant-folding", "optimum", optimum, set())[1]["constant_folding"] is False  # type: ignore[index]
     assert strategy_settings("external-data", "torch", legacy, set())[1]["external_data"] is True  # type: ignore[index]
-    assert all(strategy in ("other-exporter", "other-opset", "no-constant-folding", "eager-attention", "external-data")
+    assert strategy_settings("no-post-process", "optimum", optimum, set())[1]["no_post_process"] is True  # type: ignore[index]
+    assert strategy_settings("no-post-process", "optimum", {**optimum, "no_post_process": True}, set()) is None
+    assert strategy_settings("no-post-process", "torch", legacy, set()) is None
+    assert all(strategy in ("other-exporter", "other-opset", "no-constant-folding", "eager-attention", "external-data", "no-post-process")
                for c in BY_NAME.values() for strategy in c.strategies)
