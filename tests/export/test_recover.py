@@ -17,6 +17,7 @@ from onnxdoctor.export.recover import BY_NAME, classify, strategy_settings
         ("ValueError: Message onnx.ModelProto exceeds maximum protobuf size of 2GB", "too-large"),
         ("ValueError: The proto size is larger than the 2 GB limit. Please use save_as_external_data", "too-large"),
         ("google.protobuf.message.EncodeError: Failed to serialize proto", "too-large"),
+        ("RuntimeError: The post-processing of the ONNX export failed. The export can still be performed by passing the option --no-post-process", "post-processing"),
         ("model.py:48: TracerWarning: Converting a tensor to a Python boolean might cause the trace to be incorrect.", "tracer-warning-bool"),
         ("modeling.py:9: TracerWarning: torch.tensor results are registered as constants in the trace (causal mask)", "tracer-warning-mask"),
     ],
