@@ -213,13 +213,42 @@ def config_vocab(path: str | Path) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def config_pad_ids(path: str | Path) -> tuple[int, ...]:
+    """The pad token ids of the export's (or source's) config.json: ids a decode's drawn tokens avoid.
+
+    Real text holds no pad token, and some models read it as "padding here" from the ids themselves
+    (M2M100 numbers its decoder positions by `input_ids != pad_token_id`, counting only the tokens of
+    the current call): a drawn pad id makes the model's own cached and uncached logits differ.
+    """
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    try:
+        data = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return ()
+    found = [data.get(key) for key in ("pad_token_id", "decoder_pad_token_id")]
+    return tuple(sorted({int(v) for v in found if isinstance(v, int) and not isinstance(v, bool) and v >= 0}))
+
+
+def without_ids(tokens: np.ndarray, avoid: tuple[int, ...], size: int) -> np.ndarray:
+    """Each avoided id replaced by the next id up (wrapping) that is not avoided."""
+    if not avoid or len(avoid) >= size:
+        return tokens
+    for token in avoid:
+        replacement = (token + 1) % size
+        while replacement in avoid:
+            replacement = (replacement + 1) % size
+        tokens[tokens == token] = replacement
+    return tokens
+
+
 def prompt_tokens(
-    scenario: Scenario, batch: int, schedule: list[int], vocab: int | None, rng: np.random.Generator
+    scenario: Scenario, batch: int, schedule: list[int], vocab: int | None, rng: np.random.Generator, avoid: tuple[int, ...] = ()
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(tokens, mask, padding) for a decode: seeded ids; with batch >= 2, row 1 is left-padded
-    (decoder-only models with a mask and positions), since batched serving pads prompts."""
+    """(tokens, mask, padding) for a decode: seeded ids (never one of `avoid`, the pad ids); with batch >= 2,
+    row 1 is left-padded (decoder-only models with a mask and positions), since batched serving pads prompts."""
     total = sum(schedule)
-    tokens = rng.integers(0, vocab_size(scenario.step0, vocab), (batch, total)).astype(np.int64)
+    size = vocab_size(scenario.step0, vocab)
+    tokens = without_ids(rng.integers(0, size, (batch, total)).astype(np.int64), avoid, size)
     mask = np.ones((batch, total), dtype=np.int64)
     pad = 0
     step0 = scenario.step0

@@ -179,8 +179,11 @@ class HFBackend(Backend):
         if seq2seq:
             if self_cache is not None or cross_cache is not None:
                 kwargs["past_key_values"] = EncoderDecoderCache(self_cache or DynamicCache(), cross_cache or DynamicCache())
-        elif self_cache is not None:
-            kwargs["past_key_values"] = self_cache
+        else:
+            # at step 0 too (and a merged decoder's no-cache branch): an empty cache of full-length layers.
+            # Given none, transformers builds one from the config, which keeps only the last sliding_window - 1
+            # positions of sliding layers: the next step's mask (full length, as the export takes it) no longer fits
+            kwargs["past_key_values"] = self_cache if self_cache is not None else DynamicCache()
         if seq2seq and "encoder_outputs" not in kwargs:
             # a with-past file reads the encoder through its cross cache; transformers still wants the
             # encoder's output, which this backend computed at the encoder call of the same decode
@@ -194,7 +197,9 @@ class HFBackend(Backend):
             value = result.logits.float().numpy()
             outputs[logits.name] = value[:, -1] if logits.rank == 2 and value.ndim == 3 else value
         cache = result.past_key_values
-        self_out = cache.self_attention_cache if seq2seq else cache
+        # some decoder-only models return an EncoderDecoderCache too (GPTBigCode in transformers 4.57)
+        paired = seq2seq or hasattr(cache, "self_attention_cache")
+        self_out = cache.self_attention_cache if paired else cache
         cross_out = cache.cross_attention_cache if seq2seq else None
         for pairs, held in ((self_pairs, self_out), (cross_pairs, cross_out)):
             if held is None:

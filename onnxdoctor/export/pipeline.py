@@ -76,6 +76,7 @@ class ExportResult:
     variants: list[Variant] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # information, not a problem
     error: ExportPipelineError | None = None
     dry_run: bool = False
     report: Any = None  # report.validation.ReportPaths of DIR/report, once written
@@ -106,6 +107,7 @@ class ExportResult:
             "variants": [v.to_dict() for v in self.variants],
             "stages": self.stages,
             "warnings": self.warnings,
+            "notes": self.notes,
             "error": {"stage": self.error.stage, "message": str(self.error)} if self.error else None,
             "exit_code": self.exit_code,
             "report": str(self.report.markdown) if self.report is not None else None,
@@ -259,8 +261,8 @@ class ExportPipeline:
         try:
             proof = prove(attempt, produced, source=self._source_for_verify(), steps=self.settings["steps"], replay_steps=2, strict=True, progress=self.progress)
         except UnusableInputError as exc:
-            attempt.result, attempt.reason = "rejected", f"verify cannot load the source: {exc.reason}"
-            raise ValidationFailed(f"verify cannot load the source to hold the export against it: {exc.reason}") from None
+            attempt.result, attempt.reason = "rejected", f"verify cannot use the source: {exc.reason}"
+            raise ValidationFailed(f"verify cannot hold the export against its source {exc.path}: {exc.reason}") from None
         if proof.failed is None:
             self._kept_proof = proof
         return proof
@@ -304,7 +306,9 @@ class ExportPipeline:
             failed_check = self._prove(attempt, produced).failed if produced is not None else None
             if attempt.result == "kept":
                 self.progress(f"attempt {index} ({name}) kept: {attempt.reason}")
-                self.result.warnings += _tracer_warnings(attempt)
+                warnings, notes = _tracer_warnings(attempt)
+                self.result.warnings += warnings
+                self.result.notes += notes
                 return
             self.progress(f"attempt {index} ({name}) {attempt.result}: {attempt.reason}")
             log_path = attempt.out / "export.log"
@@ -480,18 +484,25 @@ def _scratch(folder: Path) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _tracer_warnings(attempt: Attempt) -> list[str]:
-    """The kept export's TracerWarnings (verify passed, but they say where the trace is input-specific)."""
+def _tracer_warnings(attempt: Attempt) -> tuple[list[str], list[str]]:
+    """The kept export's TracerWarnings: (warnings, notes). Those raised in the user's code are warnings (verify
+    passed, but they say where the trace is input-specific); those inside installed libraries (transformers'
+    cache and mask code, in every optimum export of a healthy model) are counted in one note."""
+    from onnxdoctor.export.recover import library_tracer_warning
+
     log = attempt.out / "export.log" if attempt.out else None
     if log is None or not log.is_file():
-        return []
-    lines = log.read_text().splitlines()
+        return [], []
+    lines = [line for line in log.read_text().splitlines() if "TracerWarning" in line]
     found = []
-    for i, line in enumerate(lines):
-        if "TracerWarning" in line:
+    for line in lines:
+        if not library_tracer_warning(line):
             where = line.split(": TracerWarning")[0].strip()
             found.append(f"attempt {attempt.index} ({attempt.name}) TracerWarning at {where}: {line.split('TracerWarning: ', 1)[-1][:160]}")
-    return list(dict.fromkeys(found))[:10]
+    library = len({line for line in lines if library_tracer_warning(line)})
+    notes = [f"attempt {attempt.index} ({attempt.name}): {library} TracerWarning(s) inside installed libraries (transformers, torch), "
+             f"as in exports of healthy models; verify passed; listed in {log}"] if library else []
+    return list(dict.fromkeys(found))[:10], notes
 
 
 def _drift(report: Any) -> dict[str, Any]:

@@ -65,8 +65,16 @@ REFUSED = {
 }
 
 
+def library_tracer_warning(line: str) -> bool:
+    """A TracerWarning raised inside an installed library (transformers, torch): optimum's own exports of healthy
+    models carry several (transformers' cache and mask code), so alone they say nothing about this attempt; a
+    departure they cause is still caught by verify (departs-at-decode)."""
+    return "TracerWarning" in line and ("site-packages" in line or "dist-packages" in line)
+
+
 def classify(log: str, *, result: str, verdict: str | None = None) -> list[str]:
     """Classes seen in an attempt: the log's first, then what its result or verdict says."""
+    log = "\n".join(line for line in log.splitlines() if not library_tracer_warning(line))
     found = [c.name for c in CLASSES if c.pattern is not None and c.pattern.search(log)]
     if any(name.startswith("tracer-warning-") for name in found) and "tracer-warning" in found:
         found.remove("tracer-warning")

@@ -72,6 +72,8 @@ def _variants_markdown(data: dict[str, Any]) -> str:
     lines += ["", "Stages: " + "; ".join(f"{s['stage']} {s['status']} ({s['seconds']} s)" for s in data["stages"])]
     if data["warnings"]:
         lines += ["", "Warnings:", ""] + [f"- {w}" for w in data["warnings"]]
+    if data["notes"]:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in data["notes"]]
     lines += ["", "Settings: " + ", ".join(f"{k}={v} ({data['settings_from'].get(k, 'default')})" for k, v in data["settings"].items())]
     return "\n".join(lines)
 

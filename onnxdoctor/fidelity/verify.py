@@ -18,7 +18,7 @@ import numpy as np
 
 from onnxdoctor import __version__
 from onnxdoctor.driver.backend import Backend, OrtBackend
-from onnxdoctor.driver.decode import DecodeStep, EncoderRun, config_vocab, decode, encode, greedy, prompt_tokens
+from onnxdoctor.driver.decode import DecodeStep, EncoderRun, config_pad_ids, config_vocab, decode, encode, greedy, prompt_tokens
 from onnxdoctor.engine import InspectReport, inspect_path
 from onnxdoctor.errors import UnusableInputError, UsageError
 from onnxdoctor.fidelity.trace import (
@@ -152,8 +152,12 @@ def run_side(
     *,
     choose: bool,
     progress: Progress,
+    source: str | None = None,
 ) -> Side:
-    """One decode of `scenario` on `backend` (greedy when `choose`), encoder first; stops at a failing step."""
+    """One decode of `scenario` on `backend` (greedy when `choose`), encoder first; stops at a failing step.
+
+    `source`: this side is the PyTorch source at that path. Its failure is not the export's: the export
+    cannot be held against it (an UnusableInputError naming the source), rather than a failing decode."""
     rng = np.random.default_rng(options.seed + 1)  # the same encoder inputs and synthesized values on every side
     side = Side(name)
     state = DecodeState(tokens[:, : options.prompt_len], mask[:, : options.prompt_len])
@@ -162,6 +166,11 @@ def run_side(
     side.encoder = encode(scenario, backend, state, tokens.shape[0], options.encoder_len, vocab, rng)
     for step in decode(scenario, backend, tokens, mask, _schedule(options), rng=rng, state=state, choose=greedy if choose else None):
         side.steps.append(step)
+        if step.error is not None and source is not None:
+            raise UnusableInputError(
+                source, f"the source model failed at step {step.step} when fed the export's protocol ({step.signature.file}): "
+                f"{_first_line(step.error)}; the export cannot be verified against it"
+            )
         if step.error is not None:
             raise UsageError(
                 f"{name} failed at step {step.step} ({step.signature.file}): {_first_line(step.error)}; "
@@ -218,13 +227,15 @@ def hold(
     progress: Progress,
     *,
     own_continuation: bool,
+    avoid: tuple[int, ...] = (),
+    reference_source: str | None = None,
 ) -> ScenarioFidelity:
     """The reference decodes greedily, the other side is fed its tokens; with `own_continuation` it then
     decodes greedily on its own too (compare shows both continuations)."""
     (ref_name, obs_name), (ref_scenario, obs_scenario), (ref_backend, obs_backend) = names, scenarios, backends
     rng = np.random.default_rng(options.seed)
-    tokens, mask, _pad = prompt_tokens(ref_scenario, options.batch, _schedule(options), vocab, rng)
-    reference = run_side(ref_name, ref_scenario, ref_backend, tokens, mask, options, vocab, choose=True, progress=progress)
+    tokens, mask, _pad = prompt_tokens(ref_scenario, options.batch, _schedule(options), vocab, rng, avoid)
+    reference = run_side(ref_name, ref_scenario, ref_backend, tokens, mask, options, vocab, choose=True, progress=progress, source=reference_source)
     assert reference.tokens is not None
     observed = run_side(obs_name, obs_scenario, obs_backend, reference.tokens, mask, options, vocab, choose=False, progress=progress)
     result = ScenarioFidelity(obs_scenario, compare_steps(reference.steps, observed.steps, envelope), envelope, reference, observed, mask=mask)
@@ -362,11 +373,13 @@ def verify(
     against = f"the source {Path(str(source)).name}" + (f" + adapter {adapter_path.name}" if adapter_path else "")
     envelope = fidelity_envelope(*_regimes(report))
     vocab = config_vocab(path) or (None if factory else config_vocab(source))
+    avoid = config_pad_ids(path) or (() if factory else config_pad_ids(source))
     results: list[ScenarioFidelity] = []
     findings: list[Finding] = []
     for scenario in scenarios:
         progress(f"verifying {scenario.describe()}")
-        result = hold(("source", "export"), (scenario, scenario), (torch_backend, ort_backend), options, vocab, envelope, progress, own_continuation=False)
+        result = hold(("source", "export"), (scenario, scenario), (torch_backend, ort_backend), options, vocab, envelope, progress, own_continuation=False, avoid=avoid,
+                      reference_source=str(source))
         results.append(result)
         found = findings_of(result, against)
         if base_backend is not None and any(f.severity is Severity.ERROR for f in found):
@@ -432,6 +445,7 @@ def compare(
         backend_b.prepare(r.signature)
     envelope = fidelity_envelope(*_regimes(report_a), *_regimes(report_b))
     vocab = config_vocab(path_a) or config_vocab(path_b)
+    avoid = config_pad_ids(path_a) or config_pad_ids(path_b)
     results: list[ScenarioFidelity] = []
     findings: list[Finding] = []
     by_name_b = {s.name: s for s in scenarios_b}
@@ -443,7 +457,7 @@ def compare(
                 f"{', '.join(s.describe() for s in scenarios_b)}); compare exports of one layout, or pick files with --file"
             )
         progress(f"comparing {scenario_a.describe()} with {scenario_b.describe()}")
-        result = hold(("A", "B"), (scenario_a, scenario_b), (backend_a, backend_b), options, vocab, envelope, progress, own_continuation=True)
+        result = hold(("A", "B"), (scenario_a, scenario_b), (backend_a, backend_b), options, vocab, envelope, progress, own_continuation=True, avoid=avoid)
         results.append(result)
         findings.extend(findings_of(result, f"A ({Path(path_a).name})", EXPORTS_DISAGREE))
     return FidelityReport("compare", str(path_b), f"A ({path_a})", results, sort_findings(findings), options)

@@ -313,7 +313,7 @@ class Bencher:
 
     def __init__(self, path: str | Path, options: BenchOptions | None = None) -> None:
         from onnxdoctor.driver.backend import OrtBackend
-        from onnxdoctor.driver.decode import config_vocab
+        from onnxdoctor.driver.decode import config_pad_ids, config_vocab
         from onnxdoctor.engine import inspect_path
         from onnxdoctor.replay.protocol import plan_scenarios
 
@@ -327,6 +327,7 @@ class Bencher:
         self.models = [r.model_file for r in report.files if r.signature.file in {s.file for s in unique}]
         self.schedule = [self.options.prompt_len] + [1] * self.options.new_tokens
         self.vocab = config_vocab(path)
+        self.avoid = config_pad_ids(path)
         self.rss_before = _rss()
         self.memory_method = "unavailable"
         self.backend = OrtBackend(dict(self.scenario.paths), self.options.provider, optimize=self.options.optimize, threads=self.options.threads)
@@ -342,7 +343,7 @@ class Bencher:
 
         options, backend = self.options, self.backend
         rng = np.random.default_rng(options.seed)
-        tokens, mask, _pad = prompt_tokens(self.scenario, options.batch, self.schedule, self.vocab, rng)
+        tokens, mask, _pad = prompt_tokens(self.scenario, options.batch, self.schedule, self.vocab, rng, self.avoid)
         state = DecodeState(tokens[:, : options.prompt_len], mask[:, : options.prompt_len])
         with PeakMemory() as memory:
             calls = backend.timing.calls

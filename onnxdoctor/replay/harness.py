@@ -19,7 +19,7 @@ import numpy as np
 from onnxdoctor import __version__
 from onnxdoctor.context import Context
 from onnxdoctor.driver.backend import DeclaredMismatch, FeedsRejected, OrtBackend
-from onnxdoctor.driver.decode import DecodeStep, config_vocab, decode, encode, prompt_tokens
+from onnxdoctor.driver.decode import DecodeStep, config_pad_ids, config_vocab, decode, encode, prompt_tokens, without_ids
 from onnxdoctor.engine import InspectReport
 from onnxdoctor.errors import UsageError
 from onnxdoctor.findings import Finding, Location, Severity, earliest_error, sort_findings
@@ -312,6 +312,7 @@ class Replayer:
         self._self_noise: dict[str, float] = {}  # file -> largest drift of the prompt's logits between two of its runs
         self._comparisons: list[dict[str, Any]] = []  # every logits comparison, for the report and bench/
         self._vocab = config_vocab(report.path)
+        self._avoid = config_pad_ids(report.path)  # drawn tokens are never a pad id (see config_pad_ids)
         self._pass: ExportShapes | None = None  # set while replaying inside the export-time shapes
 
     # ------------------------------------------------------------------ helpers
@@ -723,7 +724,7 @@ class Replayer:
         schedule = [shapes.prompt_len] + [1] * self.options.steps
         rng = np.random.default_rng(self.options.seed)
         vocab = vocab_size(scenario.step0, self._vocab)
-        tokens = rng.integers(0, vocab, (shapes.batch, shapes.past_len + sum(schedule))).astype(np.int64)
+        tokens = without_ids(rng.integers(0, vocab, (shapes.batch, shapes.past_len + sum(schedule))).astype(np.int64), self._avoid, vocab)
         mask = np.ones_like(tokens)
         mask[:, : shapes.past_len] = 0
         self._pass = shapes
@@ -787,7 +788,7 @@ class Replayer:
             self.options = self._adapt(scenario, notes)
             rng = np.random.default_rng(self.options.seed)
             schedule = self.options.schedule()
-            tokens, mask, pad = prompt_tokens(scenario, self.options.batch, schedule, self._vocab, rng)
+            tokens, mask, pad = prompt_tokens(scenario, self.options.batch, schedule, self._vocab, rng, self._avoid)
             result = self._decode(scenario, tokens, mask, schedule, check=True, rng=np.random.default_rng(self.options.seed + 1))
             result.notes.extend(notes)
             if scenario.encoder is None and any(t.role == roles.ENCODER_HIDDEN_STATES for t in scenario.step0.inputs):

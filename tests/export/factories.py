@@ -51,3 +51,25 @@ def branch_on_length_decoder() -> dict[str, Any]:
 
     entry["model"] = TemperatureAtDecode().eval()
     return entry
+
+
+def fails_at_decode_decoder() -> dict[str, Any]:
+    """A module that exports (the trace never takes the raising path) but cannot itself run a one-token decode step:
+    verify cannot hold the export against it, which no re-export changes."""
+    import torch
+
+    entry = torch_wrappers.tiny_decoder()
+    inner = entry["model"]
+
+    class PrefillOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            if not torch.jit.is_tracing() and input_ids.shape[1] == 1:
+                raise RuntimeError("this module only runs prompts")
+            return self.inner(input_ids, attention_mask, *past)
+
+    entry["model"] = PrefillOnly().eval()
+    return entry

@@ -56,6 +56,8 @@ def test_training_folder_with_adapter_is_merged_exported_quantized_and_verified(
     assert set(written["sections"]["fidelity"]) == {str(out / f"onnx{s}") for s in ("", "-int8", "-int4", "-fp16")}
     assert len(written["sections"]["bench"]["exports"]) == 4
     assert [s["stage"] for s in data["stages"]] == ["checkpoint", "merge", "export", "quantize-int8", "quantize-int4", "quantize-fp16", "measure"]
+    # transformers' own TracerWarnings (in every healthy optimum export) are a note, not a warning
+    assert not any("TracerWarning" in w for w in data["warnings"]) and any("inside installed libraries" in n for n in data["notes"])
     assert snapshot(training_run["root"]) == before  # nothing written into the training run or the adapter
 
 
@@ -127,6 +129,19 @@ def test_trace_frozen_by_python_control_flow_is_caught_by_verify_not_shipped(tmp
     assert result.stderr.strip().splitlines()[-1].startswith("onnxdoctor: export error: no export attempt passed")
 
 
+def test_a_source_that_cannot_run_the_decode_stops_export_without_more_attempts(tmp_path: Path) -> None:
+    """verify's PyTorch side failing is not the export departing: no re-export can help, so none is tried."""
+    out = tmp_path / "out"
+    result = run_cli("export", f"{FACTORIES}:fails_at_decode_decoder", "--out", out, "--quantize", "none", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    data = result.json()
+    (attempt,) = data["attempts"]
+    assert attempt["result"] == "rejected" and "verify cannot use the source" in attempt["reason"]
+    assert "this module only runs prompts" in attempt["reason"] and data["failure_classes"] == []
+    assert data["error"]["stage"] == "validation" and "cannot hold the export against its source" in data["error"]["message"]
+    assert not (out / "onnx").exists() and (out / "report" / "report.md").is_file()
+
+
 def test_untrained_adapter_is_a_merge_error(training_run: dict[str, Path], tmp_path: Path) -> None:
     """lora_B still zero: the merge is exact but changes nothing; exporting it would ship the base model."""
     from peft import LoraConfig, get_peft_model
@@ -177,3 +192,32 @@ def test_seq2seq_and_whisper_folders_export_and_verify(kind: str, task: str, qua
         assert fp16["status"] == "skipped" and "merged decoder" in fp16["reason"] and "outer scope value" in fp16["reason"]
         assert fp16["path"] is None and not (tmp_path / "out" / "onnx-fp16").exists()
         assert any(w.startswith("fp16 variant skipped") for w in data["warnings"])
+
+
+def test_eager_attention_recovers_an_export_whose_sdpa_trace_departs(tmp_path: Path) -> None:
+    """Gemma2 caps its attention logits (attn_logit_softcapping) in eager attention only: transformers' SDPA path
+    skips the cap, so optimum's default export (SDPA) departs from the model, and the eager-attention strategy is kept.
+
+    Found by a sweep over optimum's architectures; large initial weights make the cap bite in a tiny model.
+    """
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.Gemma2Config(
+        vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        intermediate_size=128, max_position_embeddings=64, query_pre_attn_scalar=16, initializer_range=0.5,
+    )
+    transformers.Gemma2ForCausalLM(config).eval().save_pretrained(tmp_path / "gemma2")
+    out = tmp_path / "out"
+    result = run_cli("export", tmp_path / "gemma2", "--out", out, "--quantize", "none", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = result.json()
+    first = data["attempts"][0]
+    assert first["result"] == "rejected" and "departs from the source: ODV701" in first["reason"]
+    assert "departs-at-decode" in [c["class"] for c in data["failure_classes"]]
+    kept = next(a for a in data["attempts"] if a["result"] == "kept")
+    assert kept["name"] == "eager-attention" and kept["settings"]["attn_implementation"] == "eager"
+    assert "attn_implementation='eager'" in (out / "attempts" / f"attempt-{kept['index']}-eager-attention" / "export.log").read_text()
+    (fp32,) = data["variants"]
+    assert fp32["status"] == "verified" and fp32["drift"]["vs_source"]["departures"] == []

@@ -27,6 +27,14 @@ def test_exporter_messages_are_classified(log: str, expected: str) -> None:
     assert found[0] == expected and "tracer-warning" not in found
 
 
+def test_tracer_warnings_inside_installed_libraries_are_not_a_class() -> None:
+    """optimum's exports of healthy models carry transformers' own TracerWarnings: only the user's code's count."""
+    library = "/venv/lib/python3.11/site-packages/transformers/cache_utils.py:132: TracerWarning: Converting a tensor to a Python boolean might cause the trace to be incorrect."
+    assert classify(library, result="rejected", verdict="verify") == ["departs-at-decode"]
+    user = "/home/me/wrapper.py:12: TracerWarning: Converting a tensor to a Python boolean might cause the trace to be incorrect."
+    assert classify(library + "\n" + user, result="failed") == ["tracer-warning-bool"]
+
+
 def test_verdicts_add_their_class_after_the_log() -> None:
     log = "x.py:1: TracerWarning: Converting a tensor to a Python boolean might cause the trace to be incorrect."
     assert classify(log, result="rejected", verdict="verify") == ["tracer-warning-bool", "departs-at-decode"]
