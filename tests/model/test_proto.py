@@ -1,0 +1,89 @@
+"""onnxdoctor.model.proto: ONNX's message classes and shape inference without `import onnx`, and a real
+`import onnx` afterwards in the same process still works (one set of classes, one extension)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from support import FIXTURES
+
+MODEL = FIXTURES / "optimum-gpt2" / "model.onnx"
+
+
+def _run(body: str) -> str:
+    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout.strip()
+
+
+def test_light_path_imports_neither_onnx_nor_ml_dtypes() -> None:
+    out = _run(
+        f"""
+        import sys
+        from onnxdoctor.model import proto
+        model = proto.ModelProto()
+        model.ParseFromString(open({str(MODEL)!r}, "rb").read())
+        inferred = proto.infer_shapes(model.SerializeToString(), data_prop=True)
+        assert len(inferred.graph.value_info) > 0
+        print(sorted(m for m in ("onnx", "ml_dtypes", "numpy") if m in sys.modules))
+        """
+    )
+    assert out == "[]"
+
+
+def test_real_onnx_after_the_light_path_reuses_its_modules() -> None:
+    out = _run(
+        f"""
+        import sys
+        from onnxdoctor.model import proto
+        light = proto.ModelProto()
+        light.ParseFromString(open({str(MODEL)!r}, "rb").read())
+        pb2, extension = sys.modules["onnx.onnx_ml_pb2"], sys.modules["onnx.onnx_cpp2py_export"]
+
+        import onnx
+        from onnx import helper, numpy_helper
+        assert onnx.ModelProto is proto.ModelProto and isinstance(light, onnx.ModelProto)
+        assert onnx.onnx_ml_pb2 is pb2 and onnx.onnx_cpp2py_export is extension
+        assert onnx.onnx_cpp2py_export.shape_inference is sys.modules["onnx.onnx_cpp2py_export.shape_inference"]
+        onnx.checker.check_model(light)
+        assert len(onnx.shape_inference.infer_shapes(light, data_prop=True).graph.value_info) > 0
+        graph = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n"])],
+        )
+        model = helper.make_model(graph)
+        onnx.checker.check_model(model)
+        assert onnx.shape_inference.infer_shapes(model).graph.output[0].type.tensor_type.shape.dim[0].dim_value == 2
+        assert numpy_helper.to_array(numpy_helper.from_array(__import__("numpy").arange(3))).tolist() == [0, 1, 2]
+        reloaded = onnx.load_from_string(model.SerializeToString())
+        assert type(reloaded) is proto.ModelProto
+        import onnxruntime
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        print(session.run(None, {{"x": __import__("numpy").array([-1.0, 2.0], dtype="float32")}})[0].tolist())
+        """
+    )
+    assert out == "[0.0, 2.0]"
+
+
+def test_light_path_after_real_onnx_uses_the_loaded_package() -> None:
+    out = _run(
+        """
+        import onnx
+        from onnxdoctor.model import proto
+        assert proto.ModelProto is onnx.ModelProto
+        print(proto.TensorProto.EXTERNAL == onnx.TensorProto.EXTERNAL)
+        """
+    )
+    assert out == "True"
+
+
+def test_inference_errors_are_raised() -> None:
+    from onnxdoctor.model import proto
+
+    with pytest.raises(Exception):  # noqa: B017 - whatever the C++ side raises: the caller treats any as "no shapes"
+        proto.infer_shapes(b"\x08\x07\x3a\x05\x0a\x03\x12\x01x", data_prop=True)  # a node without opset import
