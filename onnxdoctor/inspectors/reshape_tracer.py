@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import onnx
+from typing import TYPE_CHECKING
 
 from onnxdoctor.context import Context
 from onnxdoctor.findings import Finding, Rule, Severity, register
@@ -22,6 +22,9 @@ from onnxdoctor.inspectors import inspector
 from onnxdoctor.model.dims import Dim, format_dims
 from onnxdoctor.model.graph import PASS_THROUGH_OPS, Scope, attribute_int
 from onnxdoctor.model.signature import axis_roles
+
+if TYPE_CHECKING:
+    import onnx
 
 BAKED_RESHAPE = register(
     Rule(
@@ -139,7 +142,7 @@ def trace_entries(name: str, scope: Scope, depth: int = 0) -> list[Entry] | None
         return None
     value = scope.constant(name)
     if value is not None:
-        return [Entry(int(v), "constant", str(int(v))) for v in value.reshape(-1).tolist()]
+        return [Entry(int(v), "constant", str(int(v))) for v in value.values]
     found = scope.producer(name)
     own_shape = scope.shape(name)
     fallback = _unknown(int(own_shape[0].value) if own_shape and len(own_shape) == 1 and own_shape[0].value is not None else (1 if own_shape == () else None))
@@ -164,7 +167,7 @@ def trace_entries(name: str, scope: Scope, depth: int = 0) -> list[Entry] | None
         source = trace_entries(node.input[0], node_scope, depth + 1)
         indices = node_scope.constant(node.input[1])
         if source is not None and indices is not None:
-            picked = [int(i) for i in indices.reshape(-1).tolist()]
+            picked = [int(i) for i in indices.values]
             if all(-len(source) <= i < len(source) for i in picked):
                 return [source[i] for i in picked]
         return fallback
@@ -172,7 +175,7 @@ def trace_entries(name: str, scope: Scope, depth: int = 0) -> list[Entry] | None
         source = trace_entries(node.input[0], node_scope, depth + 1)
         starts, ends = node_scope.constant(node.input[1]), node_scope.constant(node.input[2])
         if source is not None and starts is not None and ends is not None:
-            start, stop = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
+            start, stop = int(starts.values[0]), int(ends.values[0])
             return source[slice(start, min(stop, len(source)))]
         return fallback
     if op in _ELEMENTWISE and len(node.input) == 2:
@@ -243,8 +246,8 @@ def _can_be_zero(entry: Entry, scope: Scope, empty_symbols: set[str]) -> bool:
 def trace_reshapes(ctx: Context) -> list[ReshapeTrace]:
     """Every Reshape of the model (subgraphs included) with the provenance of its target shape."""
     traces = []
-    for node, scope in ctx.graph.nodes():
-        if node.op_type != "Reshape" or len(node.input) < 2:
+    for node, scope in ctx.graph.nodes("Reshape"):
+        if len(node.input) < 2:
             continue
         traces.append(
             ReshapeTrace(

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from onnxdoctor.errors import UnusableInputError
+from onnxdoctor.model.proto import TensorProto
 from onnxdoctor.model.slim import WireFormatError, load_slim, stripped_bytes
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxdoctor.model.graph import GraphView
 
 # optimum's file names, in the order a decoding client uses them.
 OPTIMUM_FILE_ROLES: dict[str, str] = {
@@ -54,6 +60,13 @@ class ModelFile:
     @property
     def producer(self) -> str:
         return f"{self.proto.producer_name} {self.proto.producer_version}".strip()
+
+    @cached_property
+    def view(self) -> GraphView:
+        """The navigable view of its graphs (built once, shared by the signature and every check)."""
+        from onnxdoctor.model.graph import GraphView
+
+        return GraphView(self.proto)
 
     def stripped_initializers(self) -> dict[str, int]:
         """Initializer name -> bytes left unread (weights are never needed to inspect)."""
@@ -175,7 +188,7 @@ def _check_external_data(path: Path, proto: onnx.ModelProto, folder: Path) -> li
     allowed_root = folder.resolve()
     lengths: dict[Path, int] = {}
     for tensor in _iter_tensors(proto.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        if tensor.data_location != TensorProto.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")

@@ -128,3 +128,67 @@ def infer_shapes(model: bytes, *, data_prop: bool) -> Any:
     inferred = ModelProto()
     inferred.ParseFromString(_cpp.shape_inference.infer_shapes(model, False, False, data_prop))
     return inferred
+
+
+# TensorProto.DataType -> (struct code of one element, the typed field that holds the values when there
+# is no raw_data); the types the inspectors meet in shape tensors, indices and placeholders.
+_ELEMENTS: dict[int, tuple[str, str]] = {
+    1: ("f", "float_data"),  # FLOAT
+    2: ("B", "int32_data"),  # UINT8
+    3: ("b", "int32_data"),  # INT8
+    4: ("H", "int32_data"),  # UINT16
+    5: ("h", "int32_data"),  # INT16
+    6: ("i", "int32_data"),  # INT32
+    7: ("q", "int64_data"),  # INT64
+    9: ("?", "int32_data"),  # BOOL
+    10: ("e", "int32_data"),  # FLOAT16 (the typed field holds the 16 bits)
+    11: ("d", "double_data"),  # DOUBLE
+    12: ("I", "uint64_data"),  # UINT32
+    13: ("Q", "uint64_data"),  # UINT64
+}
+
+
+def tensor_values(tensor: Any) -> list[Any]:
+    """The values of a small, fully read tensor, flat in row-major order, as Python numbers.
+
+    What `onnx.numpy_helper.to_array(tensor).reshape(-1).tolist()` gives, without numpy: the common
+    element types from raw_data or the typed field. Anything else (strings, bfloat16, float8, 4-bit,
+    external data, segments, a size that does not match the dims) goes through numpy_helper itself,
+    so the answer (or the error) is always onnx's own.
+    """
+    import struct
+
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    element = _ELEMENTS.get(tensor.data_type)
+    if element is not None and tensor.data_location != TensorProto.EXTERNAL and not tensor.HasField("segment"):
+        code, typed_field = element
+        if tensor.HasField("raw_data"):
+            raw = tensor.raw_data
+            if len(raw) == count * struct.calcsize(code):
+                return list(struct.unpack(f"<{count}{code}", raw))
+        else:
+            values = list(getattr(tensor, typed_field))
+            if len(values) == count:
+                if code == "e":
+                    return list(struct.unpack(f"<{count}e", struct.pack(f"<{count}H", *values))) if _fits(values, "H") else _numpy_values(tensor)
+                if code in "fdq" or _fits(values, code):
+                    return [bool(v) for v in values] if code == "?" else values
+    return _numpy_values(tensor)
+
+
+def _fits(values: list[int], code: str) -> bool:
+    import struct
+
+    try:
+        struct.pack(f"<{len(values)}{code}", *values)
+    except struct.error:
+        return False
+    return True
+
+
+def _numpy_values(tensor: Any) -> list[Any]:
+    from onnx import numpy_helper  # the whole package: only for element types the table above leaves out
+
+    return numpy_helper.to_array(tensor).reshape(-1).tolist()

@@ -87,3 +87,41 @@ def test_inference_errors_are_raised() -> None:
 
     with pytest.raises(Exception):  # noqa: B017 - whatever the C++ side raises: the caller treats any as "no shapes"
         proto.infer_shapes(b"\x08\x07\x3a\x05\x0a\x03\x12\x01x", data_prop=True)  # a node without opset import
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    ["float32", "float64", "float16", "int8", "uint8", "int16", "uint16", "int32", "int64", "uint32", "uint64", "bool"],
+)
+@pytest.mark.parametrize("shape", [(), (0,), (3,), (2, 3)])
+def test_tensor_values_match_numpy_helper(dtype: str, shape: tuple[int, ...]) -> None:
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from onnxdoctor.model import proto
+
+    array = (np.arange(int(np.prod(shape))) * 7 - 5).reshape(shape)
+    array = (array % 2 == 0) if dtype == "bool" else (np.abs(array) if dtype.startswith("u") else array).astype(dtype)
+    raw = numpy_helper.from_array(array, "t")
+    typed = helper.make_tensor("t", helper.np_dtype_to_tensor_dtype(array.dtype), shape, array.reshape(-1).tolist())
+    for tensor in (raw, typed):
+        assert tensor.HasField("raw_data") == (tensor is raw)
+        expected = numpy_helper.to_array(tensor).reshape(-1).tolist()
+        values = proto.tensor_values(tensor)
+        assert values == expected and [type(v) for v in values] == [type(v) for v in expected]
+
+
+def test_tensor_values_of_other_types_are_onnx_own() -> None:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxdoctor.model import proto
+
+    bf16 = helper.make_tensor("t", TensorProto.BFLOAT16, [2], [1.5, -2.0])
+    assert proto.tensor_values(bf16) == numpy_helper.to_array(bf16).reshape(-1).tolist()
+    strings = numpy_helper.from_array(np.array(["a", "bc"], dtype=object), "s")
+    assert proto.tensor_values(strings) == ["a", "bc"]
+    short = numpy_helper.from_array(np.arange(4, dtype=np.int64), "x")
+    short.dims[:] = [5]  # raw_data of 4 values for 5 dims: onnx's own error
+    with pytest.raises(ValueError):
+        proto.tensor_values(short)
