@@ -35,16 +35,7 @@ def subgraph_attributes(node: onnx.NodeProto) -> Iterator[tuple[onnx.AttributePr
                 yield attribute, subgraph
 
 
-def may_hold_subgraphs(op_type: str, domain: str) -> bool:
-    """Only these nodes can hold a graph: the standard ops with a graph attribute in their schema, and
-    any op of another domain. Looking at the attributes of every node (20,000 in an 80-layer decoder)
-    costs more than the rest of building the view."""
-    return op_type in SUBGRAPH_OPS or domain not in STANDARD_DOMAINS
-
-
-# Standard ops with a graph-valued attribute (a graph attribute on any other standard op is invalid).
-SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
-STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+may_hold_subgraphs = proto.may_hold_subgraphs
 
 
 class Scope:

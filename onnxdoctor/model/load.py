@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onnxdoctor.errors import UnusableInputError
-from onnxdoctor.model.proto import TensorProto
+from onnxdoctor.model.proto import TensorProto, may_hold_tensors
 from onnxdoctor.model.slim import WireFormatError, load_slim, stripped_bytes
 
 if TYPE_CHECKING:
@@ -172,6 +172,8 @@ def _iter_tensors(graph: onnx.GraphProto):  # type: ignore[no-untyped-def]
         yield sparse.values
         yield sparse.indices
     for node in graph.node:
+        if not may_hold_tensors(node.op_type, node.domain):
+            continue  # no tensor attribute in its schema
         for attribute in node.attribute:
             if attribute.HasField("t"):
                 yield attribute.t
@@ -187,25 +189,16 @@ def _check_external_data(path: Path, proto: onnx.ModelProto, folder: Path) -> li
     base = path.parent.resolve()
     allowed_root = folder.resolve()
     lengths: dict[Path, int] = {}
+    checked: dict[str, Path] = {}  # location -> its resolved path, once it passed the checks below
     for tensor in _iter_tensors(proto.graph):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
         label = f"external data of tensor {tensor.name!r}"
-        if not location:
-            raise UnusableInputError(path, f"{label} names no file (empty 'location')")
-        if os.path.isabs(location):
-            raise UnusableInputError(
-                path, f"{label} points to an absolute path {location!r}; refused (must stay in the model's folder)"
-            )
-        resolved = (base / location).resolve()
-        if not resolved.is_relative_to(allowed_root) or not resolved.is_relative_to(base):
-            raise UnusableInputError(
-                path, f"{label} points outside the model's folder ({location!r}); refused"
-            )
-        if not resolved.is_file():
-            raise UnusableInputError(path, f"{label}: file {location!r} is missing next to the model")
+        resolved = checked.get(location)
+        if resolved is None:  # the checks depend on the location only: once per file named
+            resolved = checked[location] = _check_location(path, base, allowed_root, location, label)
         try:
             offset = int(info.get("offset", "0") or 0)
             length = int(info["length"]) if info.get("length") else None
@@ -223,3 +216,21 @@ def _check_external_data(path: Path, proto: onnx.ModelProto, folder: Path) -> li
                 f"external data file {data_file.name!r} is truncated: {actual} bytes, the model needs {needed}",
             )
     return sorted(str(p.relative_to(base)) for p in lengths)
+
+
+def _check_location(path: Path, base: Path, allowed_root: Path, location: str, label: str) -> Path:
+    """The resolved path of an external data location, refused when missing or outside the model's folder."""
+    if not location:
+        raise UnusableInputError(path, f"{label} names no file (empty 'location')")
+    if os.path.isabs(location):
+        raise UnusableInputError(
+            path, f"{label} points to an absolute path {location!r}; refused (must stay in the model's folder)"
+        )
+    resolved = (base / location).resolve()
+    if not resolved.is_relative_to(allowed_root) or not resolved.is_relative_to(base):
+        raise UnusableInputError(
+            path, f"{label} points outside the model's folder ({location!r}); refused"
+        )
+    if not resolved.is_file():
+        raise UnusableInputError(path, f"{label}: file {location!r} is missing next to the model")
+    return resolved

@@ -120,6 +120,25 @@ ValueInfoProto: Any = _pb2.ValueInfoProto
 StringStringEntryProto: Any = _pb2.StringStringEntryProto
 
 
+# What the standard ops' schemas allow (onnx.defs, checked by tests/model/test_proto.py): only these
+# standard ops have a graph-valued or a tensor-valued attribute. Looking at the attributes of every node
+# (20,000 in an 80-layer decoder) costs more than building the rest of the graph view; nodes of any
+# other domain (com.microsoft, ai.onnx.preview, custom) may hold anything and are always looked at.
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+TENSOR_ATTRIBUTE_OPS = frozenset({"Constant", "ConstantOfShape", "LabelEncoder", "TreeEnsemble", "TreeEnsembleClassifier", "TreeEnsembleRegressor"})
+
+
+def may_hold_subgraphs(op_type: str, domain: str) -> bool:
+    """Can this node have a graph attribute (If branches, Loop and Scan bodies)?"""
+    return op_type in SUBGRAPH_OPS or domain not in STANDARD_DOMAINS
+
+
+def may_hold_tensors(op_type: str, domain: str) -> bool:
+    """Can this node have a tensor attribute, or a graph holding tensors?"""
+    return op_type in SUBGRAPH_OPS or op_type in TENSOR_ATTRIBUTE_OPS or domain not in STANDARD_DOMAINS
+
+
 def infer_shapes(model: bytes, *, data_prop: bool) -> Any:
     """ONNX shape inference (C++) of a serialized model: what `onnx.shape_inference.infer_shapes` does.
 

@@ -38,6 +38,9 @@ INT_TYPES = {
     proto.TensorProto.UINT4: "uint4",
 }
 
+# Every op the scan below counts or reads (besides QLinear*).
+_LOOKED_AT = DYNAMIC_OPS | QOPERATOR_OPS | WEIGHT_ONLY_OPS | {"QuantizeLinear", "DequantizeLinear", "Cast"}
+
 # Activation families, most specific first: the first present names the regime's kind.
 ACTIVATION_KINDS = {"dynamic": "int8-dynamic", "qdq": "qdq", "qoperator": "qoperator"}
 
@@ -122,10 +125,14 @@ class _Scan:
                 self.constants[tensor.name] = (tensor.data_type, tuple(tensor.dims))
             self.nodes.extend(zip(scope.nodes, scope.op_types))
             for node, op_type in zip(scope.nodes, scope.op_types):
-                if op_type == "Constant":
-                    value = next((a.t for a in node.attribute if a.name == "value"), None)
-                    if value is not None and node.output:
-                        self.constants[node.output[0]] = (value.data_type, tuple(value.dims))
+                if op_type != "Constant":
+                    continue
+                for attribute in node.attribute:
+                    if attribute.name == "value":
+                        if node.output:
+                            value = attribute.t
+                            self.constants[node.output[0]] = (value.data_type, tuple(value.dims))
+                        break
 
     def constant(self, name: str) -> tuple[int, tuple[int, ...]] | None:
         return self.constants.get(name)
@@ -159,6 +166,8 @@ def detect_regime(model: onnx.ModelProto, io_dtype: str = "float32", view: Graph
             activations.append(name)
 
     for node, op in scan.nodes:
+        if op not in _LOOKED_AT and not op.startswith("QLinear"):
+            continue
         if op in DYNAMIC_OPS:
             ops[op] += 1
             family("dynamic")

@@ -125,3 +125,26 @@ def test_tensor_values_of_other_types_are_onnx_own() -> None:
     short.dims[:] = [5]  # raw_data of 4 values for 5 dims: onnx's own error
     with pytest.raises(ValueError):
         proto.tensor_values(short)
+
+
+def test_attribute_tables_match_the_installed_onnx_schemas() -> None:
+    """The standard ops that may hold a graph or a tensor attribute are exactly those the schemas allow."""
+    import onnx
+    import onnx.defs
+
+    from onnxdoctor.model import proto
+
+    kinds = onnx.AttributeProto
+    tensors, graphs = set(), set()
+    for schema in onnx.defs.get_all_schemas_with_history():
+        if schema.domain not in proto.STANDARD_DOMAINS:
+            continue  # other domains are always looked at
+        for attribute in schema.attributes.values():
+            if attribute.type in (kinds.TENSOR, kinds.SPARSE_TENSOR, kinds.TENSORS, kinds.SPARSE_TENSORS):
+                tensors.add(schema.name)
+            if attribute.type in (kinds.GRAPH, kinds.GRAPHS):
+                graphs.add(schema.name)
+    assert graphs == proto.SUBGRAPH_OPS
+    assert tensors == proto.TENSOR_ATTRIBUTE_OPS
+    assert proto.may_hold_subgraphs("Relu", "com.microsoft") and not proto.may_hold_subgraphs("Relu", "")
+    assert proto.may_hold_tensors("If", "") and not proto.may_hold_tensors("Add", "ai.onnx")
