@@ -94,9 +94,9 @@ class Scope:
     def values(self) -> dict[str, onnx.ValueInfoProto]:
         """name -> declared or inferred value; its dims are parsed on first ask (most are never asked for)."""
         graph = self.inferred_graph
-        values: dict[str, onnx.ValueInfoProto] = {}
-        for declared in (graph.input, graph.output, graph.value_info):
-            values.update((value.name, value) for value in declared)
+        values = {value.name: value for value in graph.input}
+        values.update({value.name: value for value in graph.output})
+        values.update({value.name: value for value in graph.value_info})
         return values
 
     def _declared_dims(self, name: str) -> tuple[Dim, ...] | None:
