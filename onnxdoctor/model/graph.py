@@ -53,6 +53,7 @@ class Scope:
         self.owner = owner  # the node whose attribute holds this subgraph
         self.nodes: list[onnx.NodeProto] = list(graph.node)
         self.op_types: list[str] = [node.op_type for node in self.nodes]
+        self.domains: list[str] = [node.domain for node in self.nodes]
         self._view = view
         self._dims: dict[str, tuple[Dim, ...] | None] = {}
 
@@ -76,6 +77,20 @@ class Scope:
                 if name:
                     consumers.setdefault(name, []).append(node)
         return consumers
+
+    @cached_property
+    def _attribute_table(self) -> dict[int, tuple[NodeAttribute, ...]]:
+        """The attributes of every node that may hold a tensor (Constant's value), read once for all users."""
+        return {
+            id(node): _node_attributes(node)
+            for node, op_type, domain in zip(self.nodes, self.op_types, self.domains)
+            if proto.may_hold_tensors(op_type, domain)
+        }
+
+    def attributes(self, node: onnx.NodeProto) -> tuple[NodeAttribute, ...]:
+        """(name, attribute, its tensor or None) for each attribute of a node of this graph."""
+        found = self._attribute_table.get(id(node))
+        return found if found is not None else _node_attributes(node)
 
     @cached_property
     def initializers(self) -> dict[str, onnx.TensorProto]:
@@ -147,7 +162,7 @@ class Scope:
                 return Constant.of(tensor)
             node = scope.producers.get(name)
             if node is not None:
-                return _constant_node_value(node) if node.op_type == "Constant" else None
+                return _constant_node_value(scope.attributes(node)) if node.op_type == "Constant" else None
         return None
 
     def node_label(self, node: onnx.NodeProto) -> str:
@@ -185,16 +200,25 @@ class Constant:
         return f"Constant(dims={list(self.dims)}, values={self.values!r})"
 
 
-def _constant_node_value(node: onnx.NodeProto) -> Constant | None:
-    for attribute in node.attribute:
-        if attribute.name == "value":
-            if stripped_bytes(attribute.t) is not None:
+# (attribute name, the attribute, its tensor `t` when set)
+NodeAttribute = tuple[str, Any, Any]
+
+
+def _node_attributes(node: onnx.NodeProto) -> tuple[NodeAttribute, ...]:
+    return tuple((attribute.name, attribute, attribute.t if attribute.HasField("t") else None) for attribute in node.attribute)
+
+
+def _constant_node_value(attributes: tuple[NodeAttribute, ...]) -> Constant | None:
+    for name, attribute, tensor in attributes:
+        if name == "value":
+            tensor = tensor if tensor is not None else attribute.t  # an unset t reads as an empty tensor
+            if stripped_bytes(tensor) is not None:
                 return None
-            return Constant.of(attribute.t)
-        if attribute.name in ("value_int", "value_float"):
-            return Constant((), [attribute.i if attribute.name == "value_int" else attribute.f])
-        if attribute.name in ("value_ints", "value_floats"):
-            values = list(attribute.ints if attribute.name == "value_ints" else attribute.floats)
+            return Constant.of(tensor)
+        if name in ("value_int", "value_float"):
+            return Constant((), [attribute.i if name == "value_int" else attribute.f])
+        if name in ("value_ints", "value_floats"):
+            values = list(attribute.ints if name == "value_ints" else attribute.floats)
             return Constant((len(values),), values)
     return None
 
@@ -206,16 +230,23 @@ def attribute_int(node: onnx.NodeProto, name: str, default: int) -> int:
     return default
 
 
-def _graphs(scope_graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """A graph and its subgraphs, in the order GraphView lists its scopes."""
-    yield scope_graph
-    for node in scope_graph.node:
-        if may_hold_subgraphs(node.op_type, node.domain):
-            for _attribute, subgraph in subgraph_attributes(node):
-                yield from _graphs(subgraph)
+# Where a subgraph sits: (index of the enclosing scope, node index, attribute index, index in
+# `graphs`, or -1 for `g`); the same in any copy of the model (inference adds no node).
+Where = tuple[int, int, int, int]
 
 
-def _inference_input(model: onnx.ModelProto, graphs: list[onnx.GraphProto]) -> bytes:
+def _same_graphs(root: onnx.GraphProto, wheres: list[Where | None]) -> list[onnx.GraphProto]:
+    """The graphs of another copy of the model (a parsed inference result), in the order of `wheres`."""
+    graphs = [root]
+    for where in wheres[1:]:
+        assert where is not None
+        parent, node, attribute_index, graph_index = where
+        attribute = graphs[parent].node[node].attribute[attribute_index]
+        graphs.append(attribute.g if graph_index < 0 else attribute.graphs[graph_index])
+    return graphs
+
+
+def _inference_input(model: onnx.ModelProto, graphs: list[onnx.GraphProto], wheres: list[Where | None]) -> bytes:
     """The model to infer shapes of, serialized, without the exporter's intermediate shape annotations:
     shapes are inferred, not trusted.
 
@@ -226,7 +257,7 @@ def _inference_input(model: onnx.ModelProto, graphs: list[onnx.GraphProto]) -> b
         return model.SerializeToString()
     copy = proto.ModelProto()
     copy.CopyFrom(model)
-    for graph in _graphs(copy.graph):
+    for graph in _same_graphs(copy.graph, wheres):
         del graph.value_info[:]
     return copy.SerializeToString()
 
@@ -242,35 +273,39 @@ class GraphView:
         self.model = model
         self.main = Scope(model.graph, "", view=self)
         self.scopes: list[Scope] = [self.main]
-        self._collect(self.main)
+        self._wheres: list[Where | None] = [None]
+        self._collect(self.main, 0)
         # protobuf returns the same wrapper for a submessage each time, so ids identify subgraphs
         self._scope_by_graph = {id(scope.graph): scope for scope in self.scopes}
         self._inference_error: str | None = None
 
-    def _collect(self, scope: Scope) -> None:
-        for index, (node, op_type) in enumerate(zip(scope.nodes, scope.op_types)):
-            if not may_hold_subgraphs(op_type, node.domain):
+    def _collect(self, scope: Scope, scope_index: int) -> None:
+        for index, (node, op_type, domain) in enumerate(zip(scope.nodes, scope.op_types, scope.domains)):
+            if not may_hold_subgraphs(op_type, domain):
                 continue
-            for attribute, subgraph in subgraph_attributes(node):
-                label = node.name or f"{node.op_type}#{index}"
-                path = f"{scope.path + ' / ' if scope.path else ''}{label}.{attribute.name}"
-                child = Scope(subgraph, path, parent=scope, owner=node, view=self)
-                self.scopes.append(child)
-                self._collect(child)
+            for attribute_index, attribute in enumerate(node.attribute):
+                graphs = [(-1, attribute.g)] if attribute.HasField("g") else list(enumerate(attribute.graphs))
+                for graph_index, subgraph in graphs:
+                    label = node.name or f"{node.op_type}#{index}"
+                    path = f"{scope.path + ' / ' if scope.path else ''}{label}.{attribute.name}"
+                    child = Scope(subgraph, path, parent=scope, owner=node, view=self)
+                    self.scopes.append(child)
+                    self._wheres.append((scope_index, index, attribute_index, graph_index))
+                    self._collect(child, len(self.scopes) - 1)
 
     @cached_property
     def _inferred_graphs(self) -> list[onnx.GraphProto]:
         graphs = [scope.graph for scope in self.scopes]
         try:
-            inferred = proto.infer_shapes(_inference_input(self.model, graphs), data_prop=True)
+            inferred = proto.infer_shapes(_inference_input(self.model, graphs, self._wheres), data_prop=True)
         except Exception as exc:  # noqa: BLE001 - inference is a help, never a requirement
             self._inference_error = f"{type(exc).__name__}: {exc}"
             return graphs
-        inferred_graphs = list(_graphs(inferred.graph))
-        if len(inferred_graphs) != len(graphs):  # inference adds no graph; if it ever did, trust none
+        try:
+            return _same_graphs(inferred.graph, self._wheres)
+        except (IndexError, AssertionError):  # inference adds no node or graph; if it ever did, trust none
             self._inference_error = "shape inference returned a model with other subgraphs"
             return graphs
-        return inferred_graphs
 
     def inferred_graph(self, scope: Scope) -> onnx.GraphProto:
         return self._inferred_graphs[self.scopes.index(scope)]

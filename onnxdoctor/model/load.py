@@ -20,7 +20,7 @@ from onnxdoctor.model.slim import WireFormatError, load_slim, stripped_bytes
 if TYPE_CHECKING:
     import onnx
 
-    from onnxdoctor.model.graph import GraphView
+    from onnxdoctor.model.graph import GraphView, Scope
 
 # optimum's file names, in the order a decoding client uses them.
 OPTIMUM_FILE_ROLES: dict[str, str] = {
@@ -150,9 +150,9 @@ def load_file(path: Path, *, folder: Path | None = None) -> ModelFile:
     except OSError as exc:
         raise UnusableInputError(path, f"cannot read the file: {exc.strerror or exc}") from None
     _check_is_onnx(path, proto)
-    external_files = _check_external_data(path, proto, folder)
-    file_role = OPTIMUM_FILE_ROLES.get(path.name, "other")
-    return ModelFile(path=path, proto=proto, file_role=file_role, size_bytes=size, external_files=external_files)
+    model_file = ModelFile(path=path, proto=proto, file_role=OPTIMUM_FILE_ROLES.get(path.name, "other"), size_bytes=size)
+    model_file.external_files = _check_external_data(path, model_file.view, folder)
+    return model_file
 
 
 def _check_is_onnx(path: Path, proto: onnx.ModelProto) -> None:
@@ -165,32 +165,34 @@ def _check_is_onnx(path: Path, proto: onnx.ModelProto) -> None:
         raise UnusableInputError(path, "not a usable ONNX model: its graph has no inputs and no outputs")
 
 
-def _iter_tensors(graph: onnx.GraphProto):  # type: ignore[no-untyped-def]
-    """Every TensorProto in a graph, its node attributes and nested subgraphs."""
+def _iter_tensors(view: GraphView, scope: Scope):  # type: ignore[no-untyped-def]
+    """Every TensorProto in a graph, its node attributes and nested subgraphs (in file order)."""
+    from onnxdoctor.model.graph import Scope
+
+    graph = scope.graph
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
         yield sparse.values
         yield sparse.indices
-    for node in graph.node:
-        if not may_hold_tensors(node.op_type, node.domain):
+    for node, op_type, domain in zip(scope.nodes, scope.op_types, scope.domains):
+        if not may_hold_tensors(op_type, domain):
             continue  # no tensor attribute in its schema
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
+        for _name, attribute, tensor in scope.attributes(node):
+            if tensor is not None:
+                yield tensor
             yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _iter_tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _iter_tensors(subgraph)
+            subgraphs = [attribute.g] if attribute.HasField("g") else []
+            for subgraph in subgraphs + list(attribute.graphs):
+                yield from _iter_tensors(view, view.subgraph_scope(subgraph) or Scope(subgraph, "", parent=scope))
 
 
-def _check_external_data(path: Path, proto: onnx.ModelProto, folder: Path) -> list[str]:
+def _check_external_data(path: Path, view: GraphView, folder: Path) -> list[str]:
     """Refuse external data that is missing, too short, or outside the model's folder."""
     base = path.parent.resolve()
     allowed_root = folder.resolve()
     lengths: dict[Path, int] = {}
     checked: dict[str, Path] = {}  # location -> its resolved path, once it passed the checks below
-    for tensor in _iter_tensors(proto.graph):
+    for tensor in _iter_tensors(view, view.main):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}

@@ -118,24 +118,27 @@ class _Scan:
     merged decoders, Loop bodies)."""
 
     def __init__(self, view: GraphView) -> None:
-        self.constants: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (elem type, dims)
+        # name -> (elem type, the tensor: its dims are read when needed)
+        self.constants: dict[str, tuple[int, onnx.TensorProto]] = {}
         self.nodes: list[tuple[onnx.NodeProto, str]] = []  # (node, op type)
         for scope in view.scopes:
             for tensor in scope.graph.initializer:
-                self.constants[tensor.name] = (tensor.data_type, tuple(tensor.dims))
+                self.constants[tensor.name] = (tensor.data_type, tensor)
             self.nodes.extend(zip(scope.nodes, scope.op_types))
             for node, op_type in zip(scope.nodes, scope.op_types):
                 if op_type != "Constant":
                     continue
-                for attribute in node.attribute:
-                    if attribute.name == "value":
+                for name, attribute, tensor in scope.attributes(node):
+                    if name == "value":
                         if node.output:
-                            value = attribute.t
-                            self.constants[node.output[0]] = (value.data_type, tuple(value.dims))
+                            value = tensor if tensor is not None else attribute.t
+                            self.constants[node.output[0]] = (value.data_type, value)
                         break
 
     def constant(self, name: str) -> tuple[int, tuple[int, ...]] | None:
-        return self.constants.get(name)
+        """(elem type, dims) of a constant tensor."""
+        found = self.constants.get(name)
+        return None if found is None else (found[0], tuple(found[1].dims))
 
 
 def _weight_granularity(scan: _Scan, scale: str, block: int) -> str:
@@ -203,10 +206,10 @@ def detect_regime(model: onnx.ModelProto, io_dtype: str = "float32", view: Graph
                 half_casts[HALF_TYPES[target]] += 1
 
     float_weights: Counter[str] = Counter()
-    for elem_type, dims in scan.constants.values():
-        if elem_type in HALF_TYPES and _elements(dims) > 1:
+    for elem_type, tensor in scan.constants.values():
+        if elem_type in HALF_TYPES and _elements(tensor.dims) > 1:
             float_weights[HALF_TYPES[elem_type]] += 1
-        elif elem_type == proto.TensorProto.FLOAT and _elements(dims) > 1:
+        elif elem_type == proto.TensorProto.FLOAT and _elements(tensor.dims) > 1:
             float_weights["float32"] += 1
     halves = float_weights + half_casts
     float_compute = max(("float16", "bfloat16"), key=lambda t: halves[t]) if halves["float16"] or halves["bfloat16"] else "float32"
