@@ -246,7 +246,7 @@ def _same_graphs(root: onnx.GraphProto, wheres: list[Where | None]) -> list[onnx
     return graphs
 
 
-def _inference_input(model: onnx.ModelProto, graphs: list[onnx.GraphProto], wheres: list[Where | None]) -> bytes:
+def _inference_input(model: onnx.ModelProto, graphs: list[onnx.GraphProto], wheres: list[Where | None], serialized: bytes | None) -> bytes:
     """The model to infer shapes of, serialized, without the exporter's intermediate shape annotations:
     shapes are inferred, not trusted.
 
@@ -254,7 +254,7 @@ def _inference_input(model: onnx.ModelProto, graphs: list[onnx.GraphProto], wher
     a check that believed them would blame the wrong node.
     """
     if not any(len(graph.value_info) for graph in graphs):
-        return model.SerializeToString()
+        return serialized if serialized is not None else model.SerializeToString()
     copy = proto.ModelProto()
     copy.CopyFrom(model)
     for graph in _same_graphs(copy.graph, wheres):
@@ -269,8 +269,10 @@ class GraphView:
     weight-less model); when inference fails the view still works, with the shapes the file declares.
     """
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, *, serialized: bytes | None = None) -> None:
+        """`serialized`: the bytes `model` was parsed from, if at hand (saves serializing it for inference)."""
         self.model = model
+        self._serialized = serialized
         self.main = Scope(model.graph, "", view=self)
         self.scopes: list[Scope] = [self.main]
         self._wheres: list[Where | None] = [None]
@@ -297,7 +299,8 @@ class GraphView:
     def _inferred_graphs(self) -> list[onnx.GraphProto]:
         graphs = [scope.graph for scope in self.scopes]
         try:
-            inferred = proto.infer_shapes(_inference_input(self.model, graphs, self._wheres), data_prop=True)
+            serialized, self._serialized = self._serialized, None
+            inferred = proto.infer_shapes(_inference_input(self.model, graphs, self._wheres, serialized), data_prop=True)
         except Exception as exc:  # noqa: BLE001 - inference is a help, never a requirement
             self._inference_error = f"{type(exc).__name__}: {exc}"
             return graphs

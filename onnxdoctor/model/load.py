@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from onnxdoctor.errors import UnusableInputError
 from onnxdoctor.model.proto import TensorProto, may_hold_tensors
-from onnxdoctor.model.slim import WireFormatError, load_slim, stripped_bytes
+from onnxdoctor.model.slim import WireFormatError, load_slim_with_bytes, stripped_bytes
 
 if TYPE_CHECKING:
     import onnx
@@ -41,6 +41,8 @@ class ModelFile:
     file_role: str  # encoder | decoder | decoder_with_past | decoder_merged | model | other
     size_bytes: int
     external_files: list[str] = field(default_factory=list)
+    # the bytes `proto` was parsed from, kept until the graph view hands them to shape inference
+    _serialized: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -66,7 +68,8 @@ class ModelFile:
         """The navigable view of its graphs (built once, shared by the signature and every check)."""
         from onnxdoctor.model.graph import GraphView
 
-        return GraphView(self.proto)
+        serialized, self._serialized = self._serialized, None  # handed over: the view drops it after inference
+        return GraphView(self.proto, serialized=serialized)
 
     def stripped_initializers(self) -> dict[str, int]:
         """Initializer name -> bytes left unread (weights are never needed to inspect)."""
@@ -144,13 +147,14 @@ def load_file(path: Path, *, folder: Path | None = None) -> ModelFile:
     if size == 0:
         raise UnusableInputError(path, "the file is empty (0 bytes); re-export or re-download it")
     try:
-        proto = load_slim(path)
+        proto, serialized = load_slim_with_bytes(path)
     except WireFormatError as exc:
         raise UnusableInputError(path, f"not a readable ONNX model: {exc}") from None
     except OSError as exc:
         raise UnusableInputError(path, f"cannot read the file: {exc.strerror or exc}") from None
     _check_is_onnx(path, proto)
     model_file = ModelFile(path=path, proto=proto, file_role=OPTIMUM_FILE_ROLES.get(path.name, "other"), size_bytes=size)
+    model_file._serialized = serialized
     model_file.external_files = _check_external_data(path, model_file.view, folder)
     return model_file
 

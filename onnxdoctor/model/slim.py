@@ -260,6 +260,11 @@ def slim_model_bytes(data: bytes | memoryview) -> bytes:
 
 def load_slim(path: Path) -> onnx.ModelProto:
     """Parse `path` into a ModelProto whose large tensors carry no data (see module docstring)."""
+    return load_slim_with_bytes(path)[0]
+
+
+def load_slim_with_bytes(path: Path) -> tuple[onnx.ModelProto, bytes]:
+    """load_slim, and the serialized slim model it parsed (what shape inference takes, without re-serializing)."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size == 0:
@@ -270,7 +275,7 @@ def load_slim(path: Path) -> onnx.ModelProto:
         model.ParseFromString(slim)
     except Exception as exc:  # protobuf raises DecodeError / RuntimeError depending on backend
         raise WireFormatError(f"protobuf could not parse it ({exc})") from exc
-    return model
+    return model, slim
 
 
 def stripped_bytes(tensor: onnx.TensorProto) -> int | None:
