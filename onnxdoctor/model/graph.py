@@ -64,7 +64,13 @@ class Scope:
     def producers(self) -> dict[str, onnx.NodeProto]:
         producers = {}
         for node in self.nodes:
-            for output in node.output:
+            outputs = node.output
+            if len(outputs) == 1:  # most nodes: one index instead of an iterator
+                name = outputs[0]
+                if name:
+                    producers[name] = node
+                continue
+            for output in outputs:
                 if output:
                     producers[output] = node
         return producers
