@@ -41,7 +41,7 @@ class Context:
 
     @cached_property
     def graph(self) -> GraphView:
-        return GraphView(self.model_file.proto)
+        return self.model_file.view
 
     @cached_property
     def static_cache(self) -> bool:
@@ -61,4 +61,4 @@ class Context:
     def regime(self) -> Regime:
         """The precision the graph computes in (numerics): what every tolerance of this file follows."""
         logits = self.signature.output(roles.LOGITS)
-        return detect_regime(self.model_file.proto, logits.dtype if logits is not None else "float32")
+        return detect_regime(self.model_file.proto, logits.dtype if logits is not None else "float32", self.graph)

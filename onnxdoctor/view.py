@@ -325,7 +325,8 @@ def _inline(tensor: onnx.TensorProto, base_dir: Path) -> onnx.TensorProto:
 
 def _known_value_info(name: str, scope: Scope) -> onnx.ValueInfoProto | None:
     for current in scope.chain():
-        for value in [*current.graph.value_info, *current.graph.input, *current.graph.output]:
+        graph = current.inferred_graph  # the shapes inference found, not only those the file declares
+        for value in [*graph.value_info, *graph.input, *graph.output]:
             if value.name == name and value.type.HasField("tensor_type"):
                 return value
     return None

@@ -6,6 +6,7 @@ errors, which also say how to get the traceback).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -19,7 +20,17 @@ EXIT_USAGE = 2
 
 
 class DoctorGroup(click.Group):
-    """A click group that turns onnxdoctor's own exceptions into one clear line."""
+    """A click group that turns onnxdoctor's own exceptions into one clear line and loads commands lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module = importlib.import_module(f"onnxdoctor.cli.{COMMANDS[cmd_name]}")
+            command = getattr(module, f"{COMMANDS[cmd_name].removesuffix('_cmd')}_command")
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -65,39 +76,23 @@ def cli() -> None:
     """
 
 
-def _register_commands() -> None:
-    from onnxdoctor.cli import (
-        bench_cmd,
-        check_feeds_cmd,
-        compare_cmd,
-        contract_cmd,
-        explain_cmd,
-        export_cmd,
-        fix_cmd,
-        inspect_cmd,
-        replay_cmd,
-        report_cmd,
-        rules_cmd,
-        verify_cmd,
-        view_cmd,
-    )
-
-    cli.add_command(inspect_cmd.inspect_command)
-    cli.add_command(replay_cmd.replay_command)
-    cli.add_command(contract_cmd.contract_command)
-    cli.add_command(check_feeds_cmd.check_feeds_command)
-    cli.add_command(verify_cmd.verify_command)
-    cli.add_command(compare_cmd.compare_command)
-    cli.add_command(bench_cmd.bench_command)
-    cli.add_command(report_cmd.report_command)
-    cli.add_command(fix_cmd.fix_command)
-    cli.add_command(export_cmd.export_command)
-    cli.add_command(rules_cmd.rules_command)
-    cli.add_command(explain_cmd.explain_command)
-    cli.add_command(view_cmd.view_command)
-
-
-_register_commands()
+# command name -> its module (one module per command); a command's module is imported when that
+# command runs or help lists it, so `onnxdoctor inspect` does not import replay's, view's or bench's.
+COMMANDS: dict[str, str] = {
+    "inspect": "inspect_cmd",
+    "replay": "replay_cmd",
+    "contract": "contract_cmd",
+    "check-feeds": "check_feeds_cmd",
+    "verify": "verify_cmd",
+    "compare": "compare_cmd",
+    "bench": "bench_cmd",
+    "report": "report_cmd",
+    "fix": "fix_cmd",
+    "export": "export_cmd",
+    "rules": "rules_cmd",
+    "explain": "explain_cmd",
+    "view": "view_cmd",
+}
 
 
 def main(argv: list[str] | None = None) -> None:

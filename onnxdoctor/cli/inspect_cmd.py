@@ -31,7 +31,11 @@ def inspect_command(
     from onnxdoctor.cli.output import emit
     from onnxdoctor.engine import inspect_path
     from onnxdoctor.model.roles import load_role_map
-    from onnxdoctor.report.table import render_inspect
+
+    def as_table() -> str:
+        from onnxdoctor.report.table import render_inspect  # tabulate: only for the table format
+
+        return render_inspect(report)
 
     report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file, select=select, ignore=ignore, reshapes=reshapes)
     emit(
@@ -39,6 +43,6 @@ def inspect_command(
         title=f"inspect {path}",
         findings=report.findings,
         as_dict=report.to_dict,
-        as_table=lambda: render_inspect(report),
+        as_table=as_table,
     )
     raise SystemExit(report.exit_code)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import onnx
+from typing import TYPE_CHECKING
 
 from onnxdoctor.context import Context
 from onnxdoctor.findings import Finding, Rule, Severity, register
@@ -22,6 +22,9 @@ from onnxdoctor.inspectors import inspector
 from onnxdoctor.model.dims import Dim, format_dims
 from onnxdoctor.model.graph import PASS_THROUGH_OPS, Scope, attribute_int
 from onnxdoctor.model.signature import axis_roles
+
+if TYPE_CHECKING:
+    import onnx
 
 BAKED_RESHAPE = register(
     Rule(
@@ -133,59 +136,63 @@ def _shape_entries(tensor: str, scope: Scope, start: int, end: int | None) -> li
     ]
 
 
+def _fallback(name: str, scope: Scope) -> list[Entry] | None:
+    """Unknown entries, as many as the tensor's inferred shape says (computed only when a trace gives up)."""
+    own_shape = scope.shape(name)
+    return _unknown(int(own_shape[0].value) if own_shape and len(own_shape) == 1 and own_shape[0].value is not None else (1 if own_shape == () else None))
+
+
 def trace_entries(name: str, scope: Scope, depth: int = 0) -> list[Entry] | None:
     """Entries of a 1-D (or scalar) int tensor, traced through the usual shape arithmetic."""
     if depth > 40:
         return None
     value = scope.constant(name)
     if value is not None:
-        return [Entry(int(v), "constant", str(int(v))) for v in value.reshape(-1).tolist()]
+        return [Entry(int(v), "constant", str(int(v))) for v in value.values]
     found = scope.producer(name)
-    own_shape = scope.shape(name)
-    fallback = _unknown(int(own_shape[0].value) if own_shape and len(own_shape) == 1 and own_shape[0].value is not None else (1 if own_shape == () else None))
     if found is None:
-        return fallback
+        return _fallback(name, scope)
     node, node_scope = found
     op = node.op_type
     if op in PASS_THROUGH_OPS or op in ("Unsqueeze", "Squeeze") or (op == "Reshape" and depth > 0):
-        return trace_entries(node.input[0], node_scope, depth + 1) or fallback
+        return trace_entries(node.input[0], node_scope, depth + 1) or _fallback(name, scope)
     if op == "Shape":
         end_attr = next((a.i for a in node.attribute if a.name == "end"), None)
-        return _shape_entries(node.input[0], node_scope, attribute_int(node, "start", 0), end_attr) or fallback
+        return _shape_entries(node.input[0], node_scope, attribute_int(node, "start", 0), end_attr) or _fallback(name, scope)
     if op == "Concat":
         result: list[Entry] = []
         for part in node.input:
             traced = trace_entries(part, node_scope, depth + 1)
             if traced is None:
-                return fallback
+                return _fallback(name, scope)
             result.extend(traced)
         return result
     if op == "Gather" and len(node.input) == 2:
         source = trace_entries(node.input[0], node_scope, depth + 1)
         indices = node_scope.constant(node.input[1])
         if source is not None and indices is not None:
-            picked = [int(i) for i in indices.reshape(-1).tolist()]
+            picked = [int(i) for i in indices.values]
             if all(-len(source) <= i < len(source) for i in picked):
                 return [source[i] for i in picked]
-        return fallback
+        return _fallback(name, scope)
     if op == "Slice" and len(node.input) >= 3:
         source = trace_entries(node.input[0], node_scope, depth + 1)
         starts, ends = node_scope.constant(node.input[1]), node_scope.constant(node.input[2])
         if source is not None and starts is not None and ends is not None:
-            start, stop = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
+            start, stop = int(starts.values[0]), int(ends.values[0])
             return source[slice(start, min(stop, len(source)))]
-        return fallback
+        return _fallback(name, scope)
     if op in _ELEMENTWISE and len(node.input) == 2:
         left = trace_entries(node.input[0], node_scope, depth + 1)
         right = trace_entries(node.input[1], node_scope, depth + 1)
         if left is None or right is None:
-            return fallback
+            return _fallback(name, scope)
         if len(left) == 1 and len(right) > 1:
             left = left * len(right)
         if len(right) == 1 and len(left) > 1:
             right = right * len(left)
         if len(left) != len(right):
-            return fallback
+            return _fallback(name, scope)
         symbol = _ELEMENTWISE[op]
         combined = []
         for a, b in zip(left, right):
@@ -196,7 +203,7 @@ def trace_entries(name: str, scope: Scope, depth: int = 0) -> list[Entry] | None
             readable = f"{a.short} {symbol} {b.short}" if a.symbol or b.symbol else None
             combined.append(Entry(known, source_kind, f"{a.text} {symbol} {b.text}", a.dims + b.dims, readable))
         return combined
-    return fallback
+    return _fallback(name, scope)
 
 
 def _role_symbols(ctx: Context) -> dict[str, str]:
@@ -243,8 +250,8 @@ def _can_be_zero(entry: Entry, scope: Scope, empty_symbols: set[str]) -> bool:
 def trace_reshapes(ctx: Context) -> list[ReshapeTrace]:
     """Every Reshape of the model (subgraphs included) with the provenance of its target shape."""
     traces = []
-    for node, scope in ctx.graph.nodes():
-        if node.op_type != "Reshape" or len(node.input) < 2:
+    for node, scope in ctx.graph.nodes("Reshape"):
+        if len(node.input) < 2:
             continue
         traces.append(
             ReshapeTrace(

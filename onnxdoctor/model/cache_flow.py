@@ -23,11 +23,13 @@ layer 0's past" is normal and must never read as swapped outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import onnx
+from typing import TYPE_CHECKING
 
 from onnxdoctor.model.graph import PASS_THROUGH_OPS, GraphView, Scope, SourceMasks, attribute_int
 from onnxdoctor.model.signature import CONTRIB_ATTENTION_OPS, CachePair, Signature
+
+if TYPE_CHECKING:
+    import onnx
 
 SCATTER_OPS = frozenset({"ScatterND", "ScatterElements", "TensorScatter", "Scatter"})
 
@@ -249,9 +251,7 @@ def concats_of_past(view: GraphView, past: str, pasts: frozenset[str]) -> list[t
     (attention still reads it); naming that node makes the fix concrete for the layer at hand.
     """
     found = []
-    for node, scope in view.nodes():
-        if node.op_type != "Concat":
-            continue
+    for node, scope in view.nodes("Concat"):
         for index, name in enumerate(node.input):
             if name and _operand_past(name, scope, pasts) == past:
                 found.append((node, scope, index))

@@ -7,10 +7,13 @@ dynamo's `s69 + s70`, `batch`, `unk__42`), so dims are compared by arithmetic, n
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import onnx
+if TYPE_CHECKING:
+    import onnx
 
 _TERM = re.compile(r"\s*([+-])?\s*(?:(\d+)\s*\*\s*)?([A-Za-z_][A-Za-z0-9_.:]*|\d+)\s*")
 
@@ -39,8 +42,11 @@ class LinearDim:
         )
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_dim_expression(text: str) -> LinearDim | None:
-    """Parse `a + b - 1`, `2*a`, `s69 + s70`; None for anything non-linear (`floor(a/2)`)."""
+    """Parse `a + b - 1`, `2*a`, `s69 + s70`; None for anything non-linear (`floor(a/2)`).
+
+    Cached: a model has few distinct dim names, asked about thousands of times (LinearDim is frozen)."""
     text = text.strip()
     if not text:
         return None

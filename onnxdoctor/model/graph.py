@@ -2,21 +2,22 @@
 
 Inspectors walk data flow backwards (where does this present come from? what feeds this Reshape's
 shape?), also inside `If` branches that read outer-scope names. Shapes come from ONNX shape
-inference with data propagation, run once per file on the weight-less model; when inference fails
-the view still works, with fewer shapes.
+inference with data propagation, run once per file on the weight-less model when a shape is first
+asked for; when inference fails the view still works, with fewer shapes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import onnx
-from onnx import numpy_helper
-
+from onnxdoctor.model import proto
 from onnxdoctor.model.dims import Dim, dims_of
 from onnxdoctor.model.slim import stripped_bytes
+
+if TYPE_CHECKING:
+    import onnx
 
 # Ops through which only a tensor's *shape* flows, never its values.
 SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
@@ -24,34 +25,100 @@ SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
 PASS_THROUGH_OPS = frozenset({"Identity", "Cast", "CastLike"})
 
 
-@dataclass
+def subgraph_attributes(node: onnx.NodeProto) -> Iterator[tuple[onnx.AttributeProto, onnx.GraphProto]]:
+    """(attribute, graph) for each subgraph a node holds (If branches, Loop and Scan bodies)."""
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            yield attribute, attribute.g
+        else:
+            for subgraph in attribute.graphs:
+                yield attribute, subgraph
+
+
+may_hold_subgraphs = proto.may_hold_subgraphs
+
+
 class Scope:
-    """One graph (the main graph or a subgraph) with lookups that fall back to enclosing graphs."""
+    """One graph (the main graph or a subgraph) with lookups that fall back to enclosing graphs.
 
-    graph: onnx.GraphProto
-    path: str
-    parent: Scope | None = None
-    owner: onnx.NodeProto | None = None  # the node whose attribute holds this subgraph
-    producers: dict[str, onnx.NodeProto] = field(default_factory=dict)
-    consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
-    initializers: dict[str, onnx.TensorProto] = field(default_factory=dict)
-    graph_inputs: set[str] = field(default_factory=set)
-    # name -> declared or inferred value; its dims are parsed on first ask (most are never asked for)
-    values: dict[str, onnx.ValueInfoProto] = field(default_factory=dict)
-    _dims: dict[str, tuple[Dim, ...] | None] = field(default_factory=dict, repr=False)
+    The indexes (producers, consumers, initializers, inferred values) are built on first use.
+    """
 
-    def __post_init__(self) -> None:
-        for node in self.graph.node:
-            for output in node.output:
+    def __init__(
+        self, graph: onnx.GraphProto, path: str, parent: Scope | None = None, owner: onnx.NodeProto | None = None, view: GraphView | None = None
+    ) -> None:
+        self.graph = graph
+        self.path = path
+        self.parent = parent
+        self.owner = owner  # the node whose attribute holds this subgraph
+        self.nodes: list[onnx.NodeProto] = list(graph.node)
+        self.op_types: list[str] = [node.op_type for node in self.nodes]
+        self.domains: list[str] = [node.domain for node in self.nodes]
+        self._view = view
+        self._dims: dict[str, tuple[Dim, ...] | None] = {}
+
+    def __repr__(self) -> str:
+        return f"Scope({self.path or 'main'!r}, {len(self.nodes)} nodes)"
+
+    @cached_property
+    def producers(self) -> dict[str, onnx.NodeProto]:
+        producers = {}
+        for node in self.nodes:
+            outputs = node.output
+            if len(outputs) == 1:  # most nodes: one index instead of an iterator
+                name = outputs[0]
+                if name:
+                    producers[name] = node
+                continue
+            for output in outputs:
                 if output:
-                    self.producers[output] = node
+                    producers[output] = node
+        return producers
+
+    @cached_property
+    def consumers(self) -> dict[str, list[onnx.NodeProto]]:
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.nodes:
             for name in node.input:
                 if name:
-                    self.consumers.setdefault(name, []).append(node)
-        self.initializers = {t.name: t for t in self.graph.initializer}
-        self.graph_inputs = {v.name for v in self.graph.input}
-        for values in (self.graph.input, self.graph.output, self.graph.value_info):
-            self.values.update((value.name, value) for value in values)
+                    consumers.setdefault(name, []).append(node)
+        return consumers
+
+    @cached_property
+    def _attribute_table(self) -> dict[int, tuple[NodeAttribute, ...]]:
+        """The attributes of every node that may hold a tensor (Constant's value), read once for all users."""
+        return {
+            id(node): _node_attributes(node)
+            for node, op_type, domain in zip(self.nodes, self.op_types, self.domains)
+            if proto.may_hold_tensors(op_type, domain)
+        }
+
+    def attributes(self, node: onnx.NodeProto) -> tuple[NodeAttribute, ...]:
+        """(name, attribute, its tensor or None) for each attribute of a node of this graph."""
+        found = self._attribute_table.get(id(node))
+        return found if found is not None else _node_attributes(node)
+
+    @cached_property
+    def initializers(self) -> dict[str, onnx.TensorProto]:
+        return {t.name: t for t in self.graph.initializer}
+
+    @cached_property
+    def graph_inputs(self) -> set[str]:
+        return {v.name for v in self.graph.input}
+
+    @property
+    def inferred_graph(self) -> onnx.GraphProto:
+        """This graph as shape inference returned it (the graph itself when inference failed)."""
+        return self._view.inferred_graph(self) if self._view is not None else self.graph
+
+    @cached_property
+    def values(self) -> dict[str, onnx.ValueInfoProto]:
+        """name -> declared or inferred value; its dims are parsed on first ask (most are never asked for)."""
+        graph = self.inferred_graph
+        values = {value.name: value for value in graph.input}
+        values.update({value.name: value for value in graph.output})
+        values.update({value.name: value for value in graph.value_info})
+        return values
 
     def _declared_dims(self, name: str) -> tuple[Dim, ...] | None:
         if name not in self._dims:
@@ -91,17 +158,17 @@ class Scope:
                 return tuple(Dim(value=int(d)) for d in scope.initializers[name].dims)
         return None
 
-    def constant(self, name: str) -> np.ndarray | None:
+    def constant(self, name: str) -> Constant | None:
         """The value of a constant tensor (initializer or Constant node), if it was read."""
         for scope in self.chain():
             if name in scope.initializers:
                 tensor = scope.initializers[name]
-                if stripped_bytes(tensor) is not None or tensor.data_location == onnx.TensorProto.EXTERNAL:
+                if stripped_bytes(tensor) is not None or tensor.data_location == proto.TensorProto.EXTERNAL:
                     return None  # weights are never read to inspect, external data included
-                return numpy_helper.to_array(tensor)
+                return Constant.of(tensor)
             node = scope.producers.get(name)
             if node is not None:
-                return _constant_node_value(node) if node.op_type == "Constant" else None
+                return _constant_node_value(scope.attributes(node)) if node.op_type == "Constant" else None
         return None
 
     def node_label(self, node: onnx.NodeProto) -> str:
@@ -111,20 +178,54 @@ class Scope:
         return f"{name} ({node.op_type}){where}"
 
 
-def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
-    for attribute in node.attribute:
-        if attribute.name == "value":
-            if stripped_bytes(attribute.t) is not None:
+class Constant:
+    """A constant tensor's dims and (read on first use) its values, flat in row-major order."""
+
+    __slots__ = ("dims", "_tensor", "_values")
+
+    def __init__(self, dims: tuple[int, ...], values: list[Any] | None = None, tensor: onnx.TensorProto | None = None) -> None:
+        self.dims = dims
+        self._values = values
+        self._tensor = tensor
+
+    @classmethod
+    def of(cls, tensor: onnx.TensorProto) -> Constant:
+        return cls(tuple(tensor.dims), tensor=tensor)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.dims)
+
+    @property
+    def values(self) -> list[Any]:
+        if self._values is None:
+            self._values = proto.tensor_values(self._tensor)
+        return self._values
+
+    def __repr__(self) -> str:
+        return f"Constant(dims={list(self.dims)}, values={self.values!r})"
+
+
+# (attribute name, the attribute, its tensor `t` when set)
+NodeAttribute = tuple[str, Any, Any]
+
+
+def _node_attributes(node: onnx.NodeProto) -> tuple[NodeAttribute, ...]:
+    return tuple((attribute.name, attribute, attribute.t if attribute.HasField("t") else None) for attribute in node.attribute)
+
+
+def _constant_node_value(attributes: tuple[NodeAttribute, ...]) -> Constant | None:
+    for name, attribute, tensor in attributes:
+        if name == "value":
+            tensor = tensor if tensor is not None else attribute.t  # an unset t reads as an empty tensor
+            if stripped_bytes(tensor) is not None:
                 return None
-            return numpy_helper.to_array(attribute.t)
-        if attribute.name == "value_int":
-            return np.array(attribute.i, dtype=np.int64)
-        if attribute.name == "value_ints":
-            return np.array(list(attribute.ints), dtype=np.int64)
-        if attribute.name == "value_float":
-            return np.array(attribute.f, dtype=np.float32)
-        if attribute.name == "value_floats":
-            return np.array(list(attribute.floats), dtype=np.float32)
+            return Constant.of(tensor)
+        if name in ("value_int", "value_float"):
+            return Constant((), [attribute.i if name == "value_int" else attribute.f])
+        if name in ("value_ints", "value_floats"):
+            values = list(attribute.ints if name == "value_ints" else attribute.floats)
+            return Constant((len(values),), values)
     return None
 
 
@@ -135,70 +236,115 @@ def attribute_int(node: onnx.NodeProto, name: str, default: int) -> int:
     return default
 
 
-def _without_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy without the exporter's intermediate shape annotations: shapes are inferred, not trusted.
+# Where a subgraph sits: (index of the enclosing scope, node index, attribute index, index in
+# `graphs`, or -1 for `g`); the same in any copy of the model (inference adds no node).
+Where = tuple[int, int, int, int]
+
+
+def _same_graphs(root: onnx.GraphProto, wheres: list[Where | None]) -> list[onnx.GraphProto]:
+    """The graphs of another copy of the model (a parsed inference result), in the order of `wheres`."""
+    graphs = [root]
+    for where in wheres[1:]:
+        assert where is not None
+        parent, node, attribute_index, graph_index = where
+        attribute = graphs[parent].node[node].attribute[attribute_index]
+        graphs.append(attribute.g if graph_index < 0 else attribute.graphs[graph_index])
+    return graphs
+
+
+def _inference_input(model: onnx.ModelProto, graphs: list[onnx.GraphProto], wheres: list[Where | None], serialized: bytes | None) -> bytes:
+    """The model to infer shapes of, serialized, without the exporter's intermediate shape annotations:
+    shapes are inferred, not trusted.
 
     Exporters do write wrong ones (a present-derived tensor declared with the new-token length), and
     a check that believed them would blame the wrong node.
     """
-    copy = onnx.ModelProto()
+    if not any(len(graph.value_info) for graph in graphs):
+        return serialized if serialized is not None else model.SerializeToString()
+    copy = proto.ModelProto()
     copy.CopyFrom(model)
-
-    def clear(graph: onnx.GraphProto) -> None:
+    for graph in _same_graphs(copy.graph, wheres):
         del graph.value_info[:]
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.HasField("g"):
-                    clear(attribute.g)
-                for subgraph in attribute.graphs:
-                    clear(subgraph)
-
-    clear(copy.graph)
-    return copy
+    return copy.SerializeToString()
 
 
 class GraphView:
-    """All scopes of a model; built once per file and shared by the inspectors."""
+    """All scopes of a model; built once per file and shared by the inspectors.
 
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.inference_error: str | None = None
-        try:
-            inferred = onnx.shape_inference.infer_shapes(_without_value_info(model), data_prop=True)
-        except Exception as exc:  # noqa: BLE001 - inference is a help, never a requirement
-            self.inference_error = f"{type(exc).__name__}: {exc}"
-            inferred = model
-        self.model = inferred
-        self.main = Scope(inferred.graph, "")
+    Shapes come from ONNX shape inference with data propagation, run on first use (one C++ call on the
+    weight-less model); when inference fails the view still works, with the shapes the file declares.
+    """
+
+    def __init__(self, model: onnx.ModelProto, *, serialized: bytes | None = None) -> None:
+        """`serialized`: the bytes `model` was parsed from, if at hand (saves serializing it for inference)."""
+        self.model = model
+        self._serialized = serialized
+        self.main = Scope(model.graph, "", view=self)
         self.scopes: list[Scope] = [self.main]
-        self._collect(self.main)
+        self._wheres: list[Where | None] = [None]
+        self._collect(self.main, 0)
         # protobuf returns the same wrapper for a submessage each time, so ids identify subgraphs
         self._scope_by_graph = {id(scope.graph): scope for scope in self.scopes}
+        self._inference_error: str | None = None
 
-    def _collect(self, scope: Scope) -> None:
-        for index, node in enumerate(scope.graph.node):
-            for attribute in node.attribute:
-                subgraphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
-                for subgraph in subgraphs:
+    def _collect(self, scope: Scope, scope_index: int) -> None:
+        for index, (node, op_type, domain) in enumerate(zip(scope.nodes, scope.op_types, scope.domains)):
+            if not may_hold_subgraphs(op_type, domain):
+                continue
+            for attribute_index, attribute in enumerate(node.attribute):
+                graphs = [(-1, attribute.g)] if attribute.HasField("g") else list(enumerate(attribute.graphs))
+                for graph_index, subgraph in graphs:
                     label = node.name or f"{node.op_type}#{index}"
                     path = f"{scope.path + ' / ' if scope.path else ''}{label}.{attribute.name}"
-                    child = Scope(subgraph, path, parent=scope, owner=node)
+                    child = Scope(subgraph, path, parent=scope, owner=node, view=self)
                     self.scopes.append(child)
-                    self._collect(child)
+                    self._wheres.append((scope_index, index, attribute_index, graph_index))
+                    self._collect(child, len(self.scopes) - 1)
+
+    @cached_property
+    def _inferred_graphs(self) -> list[onnx.GraphProto]:
+        graphs = [scope.graph for scope in self.scopes]
+        try:
+            serialized, self._serialized = self._serialized, None
+            inferred = proto.infer_shapes(_inference_input(self.model, graphs, self._wheres, serialized), data_prop=True)
+        except Exception as exc:  # noqa: BLE001 - inference is a help, never a requirement
+            self._inference_error = f"{type(exc).__name__}: {exc}"
+            return graphs
+        try:
+            return _same_graphs(inferred.graph, self._wheres)
+        except (IndexError, AssertionError):  # inference adds no node or graph; if it ever did, trust none
+            self._inference_error = "shape inference returned a model with other subgraphs"
+            return graphs
+
+    def inferred_graph(self, scope: Scope) -> onnx.GraphProto:
+        return self._inferred_graphs[self.scopes.index(scope)]
+
+    @property
+    def inference_error(self) -> str | None:
+        """Why shape inference failed (None when it ran); runs it if it has not run yet."""
+        self._inferred_graphs  # noqa: B018
+        return self._inference_error
 
     def subgraph_scope(self, subgraph: onnx.GraphProto) -> Scope | None:
         return self._scope_by_graph.get(id(subgraph))
 
-    def nodes(self) -> Iterator[tuple[onnx.NodeProto, Scope]]:
+    def nodes(self, *op_types: str) -> Iterator[tuple[onnx.NodeProto, Scope]]:
+        """Every node (of these op types, when given) with its scope: graph by graph, in node order."""
         for scope in self.scopes:
-            for node in scope.graph.node:
-                yield node, scope
+            if not op_types:
+                for node in scope.nodes:
+                    yield node, scope
+                continue
+            for node, op_type in zip(scope.nodes, scope.op_types):
+                if op_type in op_types:
+                    yield node, scope
 
     def source_masks(self, sources: list[str]) -> SourceMasks:
         """Which of `sources` (graph inputs) flow by value into each tensor, in one pass over the graph.
 
         Asking "does past X reach tensor T" for every present by a backward search costs a walk over
         the whole upstream network each time (quadratic in layers); bit masks computed once in
-        topological order answer it in O(1).
+        topological order answer it in O(1). The pass runs on the first question.
         """
         return SourceMasks(self, sources)
 
@@ -211,9 +357,12 @@ class SourceMasks:
         self.bits = {name: 1 << index for index, name in enumerate(self.sources)}
         self._masks: dict[int, dict[str, int]] = {}
         self._view = view
-        self._fill(view.main)
+        self._filled = False
 
     def _lookup(self, name: str, scope: Scope) -> int:
+        if not self._filled:  # one pass over the whole graph, on the first question
+            self._filled = True
+            self._fill(self._view.main)
         for current in scope.chain():
             masks = self._masks.get(id(current.graph), {})
             if name in masks:
@@ -225,7 +374,7 @@ class SourceMasks:
     @staticmethod
     def _topological(scope: Scope) -> list[onnx.NodeProto]:
         """Nodes in dependency order: ONNX asks for it, but some tools write unsorted graphs that ORT still loads."""
-        nodes = list(scope.graph.node)
+        nodes = scope.nodes
         position = {id(node): index for index, node in enumerate(nodes)}
         waiting: dict[int, int] = {}
         dependents: dict[int, list[int]] = {}
@@ -259,15 +408,13 @@ class SourceMasks:
                 for name in node.input:
                     if name:
                         mask |= self._lookup(name, scope)
-                for attribute in node.attribute:
-                    subgraphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
-                    for subgraph in subgraphs:
-                        child = self._view.subgraph_scope(subgraph)
-                        if child is None:
-                            continue
-                        self._fill(child)
-                        for output in subgraph.output:
-                            mask |= self._lookup(output.name, child)
+                for _attribute, subgraph in subgraph_attributes(node) if may_hold_subgraphs(node.op_type, node.domain) else ():
+                    child = self._view.subgraph_scope(subgraph)
+                    if child is None:
+                        continue
+                    self._fill(child)
+                    for output in subgraph.output:
+                        mask |= self._lookup(output.name, child)
             for output in node.output:
                 if output:
                     masks[output] = mask

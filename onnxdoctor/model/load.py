@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from onnxdoctor.errors import UnusableInputError
-from onnxdoctor.model.slim import WireFormatError, load_slim, stripped_bytes
+from onnxdoctor.model.proto import TensorProto, may_hold_tensors
+from onnxdoctor.model.slim import WireFormatError, load_slim_with_bytes, stripped_bytes
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxdoctor.model.graph import GraphView, Scope
 
 # optimum's file names, in the order a decoding client uses them.
 OPTIMUM_FILE_ROLES: dict[str, str] = {
@@ -35,6 +41,8 @@ class ModelFile:
     file_role: str  # encoder | decoder | decoder_with_past | decoder_merged | model | other
     size_bytes: int
     external_files: list[str] = field(default_factory=list)
+    # the bytes `proto` was parsed from, kept until the graph view hands them to shape inference
+    _serialized: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -54,6 +62,14 @@ class ModelFile:
     @property
     def producer(self) -> str:
         return f"{self.proto.producer_name} {self.proto.producer_version}".strip()
+
+    @cached_property
+    def view(self) -> GraphView:
+        """The navigable view of its graphs (built once, shared by the signature and every check)."""
+        from onnxdoctor.model.graph import GraphView
+
+        serialized, self._serialized = self._serialized, None  # handed over: the view drops it after inference
+        return GraphView(self.proto, serialized=serialized)
 
     def stripped_initializers(self) -> dict[str, int]:
         """Initializer name -> bytes left unread (weights are never needed to inspect)."""
@@ -131,15 +147,16 @@ def load_file(path: Path, *, folder: Path | None = None) -> ModelFile:
     if size == 0:
         raise UnusableInputError(path, "the file is empty (0 bytes); re-export or re-download it")
     try:
-        proto = load_slim(path)
+        proto, serialized = load_slim_with_bytes(path)
     except WireFormatError as exc:
         raise UnusableInputError(path, f"not a readable ONNX model: {exc}") from None
     except OSError as exc:
         raise UnusableInputError(path, f"cannot read the file: {exc.strerror or exc}") from None
     _check_is_onnx(path, proto)
-    external_files = _check_external_data(path, proto, folder)
-    file_role = OPTIMUM_FILE_ROLES.get(path.name, "other")
-    return ModelFile(path=path, proto=proto, file_role=file_role, size_bytes=size, external_files=external_files)
+    model_file = ModelFile(path=path, proto=proto, file_role=OPTIMUM_FILE_ROLES.get(path.name, "other"), size_bytes=size)
+    model_file._serialized = serialized
+    model_file.external_files = _check_external_data(path, model_file.view, folder)
+    return model_file
 
 
 def _check_is_onnx(path: Path, proto: onnx.ModelProto) -> None:
@@ -152,47 +169,42 @@ def _check_is_onnx(path: Path, proto: onnx.ModelProto) -> None:
         raise UnusableInputError(path, "not a usable ONNX model: its graph has no inputs and no outputs")
 
 
-def _iter_tensors(graph: onnx.GraphProto):  # type: ignore[no-untyped-def]
-    """Every TensorProto in a graph, its node attributes and nested subgraphs."""
+def _iter_tensors(view: GraphView, scope: Scope):  # type: ignore[no-untyped-def]
+    """Every TensorProto in a graph, its node attributes and nested subgraphs (in file order)."""
+    from onnxdoctor.model.graph import Scope
+
+    graph = scope.graph
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
         yield sparse.values
         yield sparse.indices
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
+    for node, op_type, domain in zip(scope.nodes, scope.op_types, scope.domains):
+        if not may_hold_tensors(op_type, domain):
+            continue  # no tensor attribute in its schema
+        for _name, attribute, tensor in scope.attributes(node):
+            if tensor is not None:
+                yield tensor
             yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _iter_tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _iter_tensors(subgraph)
+            subgraphs = [attribute.g] if attribute.HasField("g") else []
+            for subgraph in subgraphs + list(attribute.graphs):
+                yield from _iter_tensors(view, view.subgraph_scope(subgraph) or Scope(subgraph, "", parent=scope))
 
 
-def _check_external_data(path: Path, proto: onnx.ModelProto, folder: Path) -> list[str]:
+def _check_external_data(path: Path, view: GraphView, folder: Path) -> list[str]:
     """Refuse external data that is missing, too short, or outside the model's folder."""
     base = path.parent.resolve()
     allowed_root = folder.resolve()
     lengths: dict[Path, int] = {}
-    for tensor in _iter_tensors(proto.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+    checked: dict[str, Path] = {}  # location -> its resolved path, once it passed the checks below
+    for tensor in _iter_tensors(view, view.main):
+        if tensor.data_location != TensorProto.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
         label = f"external data of tensor {tensor.name!r}"
-        if not location:
-            raise UnusableInputError(path, f"{label} names no file (empty 'location')")
-        if os.path.isabs(location):
-            raise UnusableInputError(
-                path, f"{label} points to an absolute path {location!r}; refused (must stay in the model's folder)"
-            )
-        resolved = (base / location).resolve()
-        if not resolved.is_relative_to(allowed_root) or not resolved.is_relative_to(base):
-            raise UnusableInputError(
-                path, f"{label} points outside the model's folder ({location!r}); refused"
-            )
-        if not resolved.is_file():
-            raise UnusableInputError(path, f"{label}: file {location!r} is missing next to the model")
+        resolved = checked.get(location)
+        if resolved is None:  # the checks depend on the location only: once per file named
+            resolved = checked[location] = _check_location(path, base, allowed_root, location, label)
         try:
             offset = int(info.get("offset", "0") or 0)
             length = int(info["length"]) if info.get("length") else None
@@ -210,3 +222,21 @@ def _check_external_data(path: Path, proto: onnx.ModelProto, folder: Path) -> li
                 f"external data file {data_file.name!r} is truncated: {actual} bytes, the model needs {needed}",
             )
     return sorted(str(p.relative_to(base)) for p in lengths)
+
+
+def _check_location(path: Path, base: Path, allowed_root: Path, location: str, label: str) -> Path:
+    """The resolved path of an external data location, refused when missing or outside the model's folder."""
+    if not location:
+        raise UnusableInputError(path, f"{label} names no file (empty 'location')")
+    if os.path.isabs(location):
+        raise UnusableInputError(
+            path, f"{label} points to an absolute path {location!r}; refused (must stay in the model's folder)"
+        )
+    resolved = (base / location).resolve()
+    if not resolved.is_relative_to(allowed_root) or not resolved.is_relative_to(base):
+        raise UnusableInputError(
+            path, f"{label} points outside the model's folder ({location!r}); refused"
+        )
+    if not resolved.is_file():
+        raise UnusableInputError(path, f"{label}: file {location!r} is missing next to the model")
+    return resolved

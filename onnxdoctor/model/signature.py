@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
-import onnx
+from typing import TYPE_CHECKING
 
 from onnxdoctor.model import roles
 from onnxdoctor.model.dims import Dim, dims_of, format_dims
 from onnxdoctor.model.load import ModelFile
 from onnxdoctor.model.roles import CacheSlot, RoleGuess, RoleMap
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxdoctor.model.graph import Scope
 
 CONTRIB_ATTENTION_OPS = frozenset(
     {
@@ -326,26 +330,19 @@ def _kv_layout(inputs: list[TensorSig], outputs: list[TensorSig], merged: bool) 
     )
 
 
-def _iter_nodes(graph: onnx.GraphProto):  # type: ignore[no-untyped-def]
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                yield from _iter_nodes(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _iter_nodes(subgraph)
+_ALIAS_OPS = frozenset({"Identity", "Cast", "Not", "Squeeze", "Reshape"})
 
 
-def _merged_if_node(graph: onnx.GraphProto, switch: TensorSig | None) -> str | None:
+def _merged_if_node(main: Scope, switch: TensorSig | None) -> str | None:
     """The top-level If node switched by use_cache_branch (optimum's merged decoder)."""
     if switch is None:
         return None
     aliases = {switch.name}
-    for node in graph.node:  # follow Identity/Cast/Not chains the exporters sometimes insert
-        if node.op_type in ("Identity", "Cast", "Not", "Squeeze", "Reshape") and node.input and node.input[0] in aliases:
+    for node, op_type in zip(main.nodes, main.op_types):  # follow Identity/Cast/Not chains the exporters sometimes insert
+        if op_type in _ALIAS_OPS and node.input and node.input[0] in aliases:
             aliases.update(node.output)
-    for node in graph.node:
-        if node.op_type == "If" and node.input and node.input[0] in aliases:
+    for node, op_type in zip(main.nodes, main.op_types):
+        if op_type == "If" and node.input and node.input[0] in aliases:
             return node.name or f"If({node.input[0]})"
     return None
 
@@ -384,14 +381,15 @@ def build_signature(model_file: ModelFile, *, display_name: str | None = None, r
     inputs = _dedupe_cache_roles([_tensor_sig(v, "input", role_map) for v in graph.input if v.name not in initializer_names])
     outputs = _dedupe_cache_roles([_tensor_sig(v, "output", role_map) for v in graph.output])
     switch = next((t for t in inputs if t.role == roles.USE_CACHE_BRANCH), None)
-    if_node = _merged_if_node(graph, switch)
+    view = model_file.view
+    if_node = _merged_if_node(view.main, switch)
     if switch is not None and switch.role_source == "shape" and if_node is None:
         # A BOOL[1] input that switches nothing is not a cache-branch switch.
         inputs = [TensorSig(t.name, t.io, t.elem_type, t.dims, roles.OTHER) if t is switch else t for t in inputs]
         switch = None
     kv = _kv_layout(inputs, outputs, merged=if_node is not None)
     outputs = _promote_logits(outputs, kv is not None)
-    contrib = sorted({n.op_type for n in _iter_nodes(graph) if n.domain == "com.microsoft" and n.op_type in CONTRIB_ATTENTION_OPS})
+    contrib = sorted({n.op_type for n, _scope in view.nodes(*CONTRIB_ATTENTION_OPS) if n.domain == "com.microsoft"})
     return Signature(
         file=display_name or model_file.name,
         file_role=model_file.file_role,

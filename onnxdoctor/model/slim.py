@@ -17,8 +17,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
+from onnxdoctor.model import proto
+
+if TYPE_CHECKING:
+    import onnx
 
 STRIPPED_KEY = "onnxdoctor.stripped_bytes"
 # Tensors (and messages that may contain them) up to this size are kept whole: shape targets,
@@ -196,7 +200,7 @@ def _slim_tensor(buf: _Buffer, start: int, end: int) -> bytes:
         else:
             skipped += payload_end - field_start
     if skipped:
-        marker = onnx.StringStringEntryProto(key=STRIPPED_KEY, value=str(skipped)).SerializeToString()
+        marker = proto.StringStringEntryProto(key=STRIPPED_KEY, value=str(skipped)).SerializeToString()
         out.append(_encode_varint((_TENSOR_METADATA_PROPS << 3) | _LEN))
         out.append(_encode_varint(len(marker)))
         out.append(marker)
@@ -256,17 +260,22 @@ def slim_model_bytes(data: bytes | memoryview) -> bytes:
 
 def load_slim(path: Path) -> onnx.ModelProto:
     """Parse `path` into a ModelProto whose large tensors carry no data (see module docstring)."""
+    return load_slim_with_bytes(path)[0]
+
+
+def load_slim_with_bytes(path: Path) -> tuple[onnx.ModelProto, bytes]:
+    """load_slim, and the serialized slim model it parsed (what shape inference takes, without re-serializing)."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size == 0:
             raise WireFormatError("the file is empty")
         slim = _slim_model(FileBytes(handle.fileno(), size), 0, size)
-    model = onnx.ModelProto()
+    model = proto.ModelProto()
     try:
         model.ParseFromString(slim)
     except Exception as exc:  # protobuf raises DecodeError / RuntimeError depending on backend
         raise WireFormatError(f"protobuf could not parse it ({exc})") from exc
-    return model
+    return model, slim
 
 
 def stripped_bytes(tensor: onnx.TensorProto) -> int | None:

@@ -10,11 +10,14 @@ from node types and initializer types, never from file names.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnx
+from onnxdoctor.model import proto
+from onnxdoctor.model.graph import GraphView
+
+if TYPE_CHECKING:
+    import onnx
 
 # Activations quantized with a scale computed at run time from the tensor itself.
 DYNAMIC_OPS = frozenset(
@@ -25,15 +28,18 @@ WEIGHT_ONLY_OPS = frozenset({"MatMulNBits", "GatherBlockQuantized", "MatMulBnb4"
 # Quantized operators of the QOperator format (fixed scales, integer kernels).
 QOPERATOR_OPS = frozenset({"QGemm", "QEmbedLayerNormalization", "QOrderedMatMul", "QOrderedAttention"})
 
-HALF_TYPES = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
+HALF_TYPES = {proto.TensorProto.FLOAT16: "float16", proto.TensorProto.BFLOAT16: "bfloat16"}
 INT_TYPES = {
-    onnx.TensorProto.INT8: "int8",
-    onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.INT16: "int16",
-    onnx.TensorProto.UINT16: "uint16",
-    onnx.TensorProto.INT4: "int4",
-    onnx.TensorProto.UINT4: "uint4",
+    proto.TensorProto.INT8: "int8",
+    proto.TensorProto.UINT8: "uint8",
+    proto.TensorProto.INT16: "int16",
+    proto.TensorProto.UINT16: "uint16",
+    proto.TensorProto.INT4: "int4",
+    proto.TensorProto.UINT4: "uint4",
 }
+
+# Every op the scan below counts or reads (besides QLinear*).
+_LOOKED_AT = DYNAMIC_OPS | QOPERATOR_OPS | WEIGHT_ONLY_OPS | {"QuantizeLinear", "DequantizeLinear", "Cast"}
 
 # Activation families, most specific first: the first present names the regime's kind.
 ACTIVATION_KINDS = {"dynamic": "int8-dynamic", "qdq": "qdq", "qoperator": "qoperator"}
@@ -96,18 +102,6 @@ class Regime:
         }
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """The graph and every subgraph (If branches of merged decoders, Loop bodies)."""
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for sub in attribute.graphs:
-                    yield from _graphs(sub)
-
-
 def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:
     return next((a.i for a in node.attribute if a.name == name), default)
 
@@ -120,23 +114,31 @@ def _elements(dims: list[int] | tuple[int, ...]) -> int:
 
 
 class _Scan:
-    """One pass over every node and constant of a model."""
+    """One pass over every node and constant of a model: the graph and every subgraph (If branches of
+    merged decoders, Loop bodies)."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.constants: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (elem type, dims)
-        self.nodes: list[onnx.NodeProto] = []
-        for graph in _graphs(model.graph):
-            for tensor in graph.initializer:
-                self.constants[tensor.name] = (tensor.data_type, tuple(tensor.dims))
-            for node in graph.node:
-                self.nodes.append(node)
-                if node.op_type == "Constant":
-                    value = next((a.t for a in node.attribute if a.name == "value"), None)
-                    if value is not None and node.output:
-                        self.constants[node.output[0]] = (value.data_type, tuple(value.dims))
+    def __init__(self, view: GraphView) -> None:
+        # name -> (elem type, the tensor: its dims are read when needed)
+        self.constants: dict[str, tuple[int, onnx.TensorProto]] = {}
+        self.nodes: list[tuple[onnx.NodeProto, str]] = []  # (node, op type)
+        for scope in view.scopes:
+            for tensor in scope.graph.initializer:
+                self.constants[tensor.name] = (tensor.data_type, tensor)
+            self.nodes.extend(zip(scope.nodes, scope.op_types))
+            for node, op_type in zip(scope.nodes, scope.op_types):
+                if op_type != "Constant":
+                    continue
+                for name, attribute, tensor in scope.attributes(node):
+                    if name == "value":
+                        if node.output:
+                            value = tensor if tensor is not None else attribute.t
+                            self.constants[node.output[0]] = (value.data_type, value)
+                        break
 
     def constant(self, name: str) -> tuple[int, tuple[int, ...]] | None:
-        return self.constants.get(name)
+        """(elem type, dims) of a constant tensor."""
+        found = self.constants.get(name)
+        return None if found is None else (found[0], tuple(found[1].dims))
 
 
 def _weight_granularity(scan: _Scan, scale: str, block: int) -> str:
@@ -149,12 +151,13 @@ def _weight_granularity(scan: _Scan, scale: str, block: int) -> str:
     return "per-channel" if len(found[1]) <= 1 else "blockwise"
 
 
-def detect_regime(model: onnx.ModelProto, io_dtype: str = "float32") -> Regime:
+def detect_regime(model: onnx.ModelProto, io_dtype: str = "float32", view: GraphView | None = None) -> Regime:
     """The regime of a (weight-less) model: node types and initializer element types are enough.
 
-    `io_dtype` is the logits' dtype, from the Signature (roles are recognized there, not here).
+    `io_dtype` is the logits' dtype, from the Signature (roles are recognized there, not here);
+    `view`, the model's GraphView when one is built already.
     """
-    scan = _Scan(model)
+    scan = _Scan(view if view is not None else GraphView(model))
     ops: Counter[str] = Counter()
     activations: list[str] = []
     activation_dtypes: set[str] = set()
@@ -165,8 +168,9 @@ def detect_regime(model: onnx.ModelProto, io_dtype: str = "float32") -> Regime:
         if name not in activations:
             activations.append(name)
 
-    for node in scan.nodes:
-        op = node.op_type
+    for node, op in scan.nodes:
+        if op not in _LOOKED_AT and not op.startswith("QLinear"):
+            continue
         if op in DYNAMIC_OPS:
             ops[op] += 1
             family("dynamic")
@@ -202,10 +206,10 @@ def detect_regime(model: onnx.ModelProto, io_dtype: str = "float32") -> Regime:
                 half_casts[HALF_TYPES[target]] += 1
 
     float_weights: Counter[str] = Counter()
-    for elem_type, dims in scan.constants.values():
-        if elem_type in HALF_TYPES and _elements(dims) > 1:
+    for elem_type, tensor in scan.constants.values():
+        if elem_type in HALF_TYPES and _elements(tensor.dims) > 1:
             float_weights[HALF_TYPES[elem_type]] += 1
-        elif elem_type == onnx.TensorProto.FLOAT and _elements(dims) > 1:
+        elif elem_type == proto.TensorProto.FLOAT and _elements(tensor.dims) > 1:
             float_weights["float32"] += 1
     halves = float_weights + half_casts
     float_compute = max(("float16", "bfloat16"), key=lambda t: halves[t]) if halves["float16"] or halves["bfloat16"] else "float32"
