@@ -61,7 +61,8 @@ def read_mapping_file(path: Path | None) -> dict[str, Any]:
         else:
             data = json.loads(text)
     except Exception as exc:  # noqa: BLE001 - json and yaml raise different types
-        raise UsageError(f"--config {path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})") from None
+        detail = " ".join(str(exc).split())  # yaml's messages span lines (with a caret): one line here
+        raise UsageError(f"--config {path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({detail[:240]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -27,6 +27,9 @@ def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) 
         ("", {"ONNXDOCTOR_EXPORT_QUANTIZE": "int3"}, "unknown int3"),
         ("", {"ONNXDOCTOR_EXPORT_TIMEOUT": "soon"}, "ONNXDOCTOR_EXPORT_TIMEOUT: timeout must be float"),
         ("- a list\n", {}, "expected a mapping"),
+        ("steps: [1\n", {}, "not valid yaml (while parsing a flow sequence"),
+        ("", {"ONNXDOCTOR_EXPORT_STEPS": "0"}, "steps must be a positive number, got 0 (from environment)"),
+        ("bench_repeat: -1\n", {}, "bench_repeat must be a positive number, got -1 (from config)"),
     ],
 )
 def test_bad_settings_are_one_line(tmp_path: Path, text: str, environ: dict[str, str], said: str) -> None:
@@ -34,4 +37,4 @@ def test_bad_settings_are_one_line(tmp_path: Path, text: str, environ: dict[str,
     config.write_text(text)
     with pytest.raises(UsageError) as raised:
         resolve_settings(load_config_file(config), {}, environ)
-    assert said in str(raised.value)
+    assert said in str(raised.value) and "\n" not in str(raised.value)
