@@ -271,9 +271,6 @@ class ExportPipeline:
         """The (merged) Hugging Face folder, or the factory's `file.py:function`."""
         return str(self.export_source) if self.kind == "optimum" else self.source
 
-    def _against(self) -> str:
-        return str(self.export_source) if self.kind == "optimum" else f"the factory {self.source}"
-
     def _verify(self, path: Path) -> Any:
         """onnxdoctor verify against the (merged) Hugging Face folder, or the factory's own module."""
         from onnxdoctor.fidelity.verify import FidelityOptions, verify
@@ -402,8 +399,8 @@ class ExportPipeline:
         )
         if variant.name != "fp16" or not merged:
             return
-        refusal = variant.reason.split("failed:", 1)[-1]
-        refusal = next((part.strip() for part in refusal.split("InitializeStateFromModelFileGraphProto()")[-1:]), refusal)[:200]
+        # ORT's message after its source location ("...graph.cc:1621 void onnxruntime::Graph::...() This is an invalid model...")
+        refusal = re.sub(r"^.*?\S+\.cc:\d+ [^(]*\([^)]*\)\s*", "", variant.reason.rsplit("failed:", 1)[-1]).strip()[:200]
         variant.status = "skipped"
         variant.reason = (
             "onnxruntime.transformers.float16 breaks a merged decoder's use_cache_branch If: ONNX Runtime refuses the result "
