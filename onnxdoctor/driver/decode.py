@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -202,13 +203,19 @@ def decode(
             pasts = remap_pasts(scenario.stepn, signature, pasts, state)
 
 
-def config_vocab(path: str | Path) -> int | None:
-    """vocab_size from the export's config.json (folder or the model file's folder), if there is one."""
+def _config(path: str | Path) -> dict[str, Any]:
+    """config.json of an export folder (or of a model file's folder); {} when there is none or it does not parse."""
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     try:
         data = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def config_vocab(path: str | Path) -> int | None:
+    """vocab_size from the export's config.json (folder or the model file's folder), if there is one."""
+    data = _config(path)
     value = data.get("vocab_size") or data.get("decoder_vocab_size")
     return int(value) if isinstance(value, int) else None
 
@@ -220,11 +227,7 @@ def config_pad_ids(path: str | Path) -> tuple[int, ...]:
     (M2M100 numbers its decoder positions by `input_ids != pad_token_id`, counting only the tokens of
     the current call): a drawn pad id makes the model's own cached and uncached logits differ.
     """
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    try:
-        data = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return ()
+    data = _config(path)
     found = [data.get(key) for key in ("pad_token_id", "decoder_pad_token_id")]
     return tuple(sorted({int(v) for v in found if isinstance(v, int) and not isinstance(v, bool) and v >= 0}))
 

@@ -70,7 +70,7 @@ def prove(
     if attempt.settings.get("no_post_process") and any(s.kv is not None and s.kv.merged for s in decoder_signatures(after)):
         attempt.result, attempt.reason = "rejected", "the export still has a merged decoder"
         return Proof("replay", after)
-    after_errors = {f.code for f in after.findings if f.severity is Severity.ERROR}
+    after_errors = {f.code for f in after.errors}
     kept, reason = judge(attempt.targets, set(before_errors), set(attempt.after), after_errors, safe=attempt.safe)
     if kept and strict and attempt.after:
         kept, reason = False, f"findings {', '.join(attempt.after)}"
