@@ -218,8 +218,8 @@ def _constant_node_value(attributes: tuple[NodeAttribute, ...]) -> Constant | No
     for name, attribute, tensor in attributes:
         if name == "value":
             tensor = tensor if tensor is not None else attribute.t  # an unset t reads as an empty tensor
-            if stripped_bytes(tensor) is not None:
-                return None
+            if stripped_bytes(tensor) is not None or tensor.data_location == proto.TensorProto.EXTERNAL:
+                return None  # not read: a weight, or (torch.onnx puts even small ones there) external data
             return Constant.of(tensor)
         if name in ("value_int", "value_float"):
             return Constant((), [attribute.i if name == "value_int" else attribute.f])

@@ -59,3 +59,24 @@ def test_unsorted_graph_is_read_in_dependency_order(tmp_path: Path) -> None:
         return sorted((f.code, f.location.name) for f in inspect_path(target).findings if f.severity is not Severity.INFO)
 
     assert problems(path) == problems(source) == [("ODP302", "Concat_node_36"), ("ODP302", "Concat_node_37")]
+
+
+def test_constants_kept_in_external_data_are_not_read(tmp_path: Path) -> None:
+    """torch.onnx's large-model save puts even 128-byte Constant values in the external data file (a real
+    80-layer Llama export: the rotary inv_freq). Inspection reads no external data, so such a constant is
+    unknown to the Reshape tracer: no crash reading it, no finding invented from it."""
+    model = onnx.load(FIXTURES / "optimum-llama-gqa" / "model.onnx")
+    inline = inspect_path(FIXTURES / "optimum-llama-gqa" / "model.onnx")
+    onnx.save_model(
+        model, tmp_path / "model.onnx", save_as_external_data=True, location="model.onnx_data", size_threshold=0, convert_attribute=True
+    )
+    saved = onnx.load(tmp_path / "model.onnx", load_external_data=False)
+    external = [n for n in saved.graph.node if n.op_type == "Constant" and n.attribute[0].t.data_location == TensorProto.EXTERNAL]
+    assert len(external) > 10  # shape constants of Reshape targets among them
+
+    report = inspect_path(tmp_path / "model.onnx", reshapes=True)
+    assert [f.code for f in report.findings if f.severity is not Severity.INFO] == [
+        f.code for f in inline.findings if f.severity is not Severity.INFO
+    ]
+    unread = [e for r in report.files[0].reshapes or [] for e in r["target"] or [] if e["source"] == "unknown"]
+    assert unread  # targets built from external constants are traced as unknown entries
