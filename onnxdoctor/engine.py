@@ -134,12 +134,20 @@ def inspect_bundle(bundle: Bundle, *, role_map: RoleMap | None = None, reshapes:
         context.export = export
         step0, stepn = build_contract(context.signature, export=export)
         file_reports.append(FileReport(context.model_file, context.signature, step0, stepn, context=context))
+    # What needs no inferred shapes runs first, for every file: the inference started at load may still be
+    # running in the background (model.proto.InferenceJob) and gets this time to finish.
+    for context in contexts:
+        context.regime  # noqa: B018 - the report shows it
     findings: list[Finding] = []
+    for _name, check in registered_checks(needs_shapes=False):
+        for context in contexts:
+            findings.extend(check(context))
+    for _name, check in registered_checks(needs_shapes=True):
+        for context in contexts:
+            findings.extend(check(context))
     for report in file_reports:
         context = report.context
         assert context is not None
-        for _name, check in registered_checks():
-            findings.extend(check(context))
         if reshapes:
             report.reshapes = [
                 {**trace.to_dict(), "findings": [f.code for f in found]} for trace, found in analyse_reshapes(context)
@@ -174,7 +182,7 @@ def _export_folder(bundle: Bundle, contexts: list[Context], role_map: RoleMap | 
 
 
 def inspect_path(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Bundle,
     *,
     role_map: RoleMap | None = None,
     only_file: str | None = None,
@@ -182,7 +190,12 @@ def inspect_path(
     ignore: tuple[str, ...] = (),
     reshapes: bool = False,
 ) -> InspectReport:
-    """Inspect a .onnx file or an export folder (raises UnusableInputError for unusable input)."""
-    report = inspect_bundle(load(path, only=only_file), role_map=role_map, reshapes=reshapes)
+    """Inspect a .onnx file or an export folder (raises UnusableInputError for unusable input).
+
+    `path` may be a Bundle already loaded (the CLI loads first, so shape inference starts in the
+    background while this module's imports run).
+    """
+    bundle = path if isinstance(path, Bundle) else load(path, only=only_file, start_inference=True)
+    report = inspect_bundle(bundle, role_map=role_map, reshapes=reshapes)
     report.findings = filter_findings(report.findings, select, ignore)
     return report

@@ -28,16 +28,26 @@ def inspect_command(
     PATH is a .onnx file or an export folder (optimum layout: every model file in it is inspected).
     Exit code 0: no error findings; 1: error findings; 2: unusable input or usage error.
     """
+    from onnxdoctor.cli import exit_fast_when_done
+    from onnxdoctor.model.load import load
+    from onnxdoctor.model.roles import load_role_map
+
+    exit_fast_when_done()
+
+    roles = load_role_map(role_map)
+    # load before importing the inspectors: shape inference starts here, in the background where the
+    # platform allows (model.proto.InferenceJob), and overlaps the imports below
+    bundle = load(path, only=only_file, start_inference=True)
+
     from onnxdoctor.cli.output import emit
     from onnxdoctor.engine import inspect_path
-    from onnxdoctor.model.roles import load_role_map
 
     def as_table() -> str:
         from onnxdoctor.report.table import render_inspect  # tabulate: only for the table format
 
         return render_inspect(report)
 
-    report = inspect_path(path, role_map=load_role_map(role_map), only_file=only_file, select=select, ignore=ignore, reshapes=reshapes)
+    report = inspect_path(bundle, role_map=roles, select=select, ignore=ignore, reshapes=reshapes)
     emit(
         output_format,
         title=f"inspect {path}",

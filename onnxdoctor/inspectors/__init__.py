@@ -9,22 +9,41 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
+from typing import overload
 
 from onnxdoctor.context import Context
 from onnxdoctor.findings import Finding
 
 Check = Callable[[Context], Iterable[Finding]]
-_CHECKS: list[tuple[str, Check]] = []
+# (qualified name, check, needs inferred shapes)
+_CHECKS: list[tuple[str, Check, bool]] = []
 
 
-def inspector(check: Check) -> Check:
-    """Register a check; it runs once per model file of a bundle."""
-    _CHECKS.append((f"{check.__module__}.{check.__qualname__}", check))
-    return check
+@overload
+def inspector(check: Check) -> Check: ...
+@overload
+def inspector(*, needs_shapes: bool) -> Callable[[Check], Check]: ...
 
 
-def registered_checks() -> list[tuple[str, Check]]:
-    return list(_CHECKS)
+def inspector(check: Check | None = None, *, needs_shapes: bool = False) -> Check | Callable[[Check], Check]:
+    """Register a check; it runs once per model file of a bundle.
+
+    `needs_shapes`: the check asks the graph view for inferred shapes. Such checks run after all the
+    others, so the shape inference that loading started in the background (model.proto.InferenceJob)
+    has the others' time to finish.
+    """
+
+    def register(function: Check) -> Check:
+        _CHECKS.append((f"{function.__module__}.{function.__qualname__}", function, needs_shapes))
+        return function
+
+    return register(check) if check is not None else register
+
+
+def registered_checks(*, needs_shapes: bool | None = None) -> list[tuple[str, Check]]:
+    """Every check (or those that do / do not need inferred shapes), those that need shapes last."""
+    ordered = sorted(_CHECKS, key=lambda entry: entry[2])  # stable: registration order otherwise
+    return [(name, check) for name, check, shapes in ordered if needs_shapes is None or shapes == needs_shapes]
 
 
 def _import_all() -> None:

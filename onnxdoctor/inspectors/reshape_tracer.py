@@ -316,7 +316,7 @@ def analyse_reshapes(ctx: Context) -> list[tuple[ReshapeTrace, list[Finding]]]:
     return result
 
 
-@inspector
+@inspector(needs_shapes=True)
 def check_reshapes(ctx: Context) -> Iterator[Finding]:
     for _trace, findings in analyse_reshapes(ctx):
         yield from findings

@@ -56,6 +56,8 @@ class Scope:
         self.domains: list[str] = [node.domain for node in self.nodes]
         self._view = view
         self._dims: dict[str, tuple[Dim, ...] | None] = {}
+        self._constants: dict[str, Constant | None] = {}
+        self._attributes: dict[int, tuple[NodeAttribute, ...]] = {}
 
     def __repr__(self) -> str:
         return f"Scope({self.path or 'main'!r}, {len(self.nodes)} nodes)"
@@ -84,19 +86,13 @@ class Scope:
                     consumers.setdefault(name, []).append(node)
         return consumers
 
-    @cached_property
-    def _attribute_table(self) -> dict[int, tuple[NodeAttribute, ...]]:
-        """The attributes of every node that may hold a tensor (Constant's value), read once for all users."""
-        return {
-            id(node): _node_attributes(node)
-            for node, op_type, domain in zip(self.nodes, self.op_types, self.domains)
-            if proto.may_hold_tensors(op_type, domain)
-        }
-
     def attributes(self, node: onnx.NodeProto) -> tuple[NodeAttribute, ...]:
-        """(name, attribute, its tensor or None) for each attribute of a node of this graph."""
-        found = self._attribute_table.get(id(node))
-        return found if found is not None else _node_attributes(node)
+        """(name, attribute, its tensor or None) for each attribute of a node of this graph (read once per node)."""
+        key = id(node)  # protobuf returns one wrapper per submessage, kept alive by self.nodes
+        found = self._attributes.get(key)
+        if found is None:
+            found = self._attributes[key] = _node_attributes(node)
+        return found
 
     @cached_property
     def initializers(self) -> dict[str, onnx.TensorProto]:
@@ -159,7 +155,15 @@ class Scope:
         return None
 
     def constant(self, name: str) -> Constant | None:
-        """The value of a constant tensor (initializer or Constant node), if it was read."""
+        """The value of a constant tensor (initializer or Constant node), if it was read (memoized: the
+        Reshape tracer asks for the same shape constants many times)."""
+        try:
+            return self._constants[name]
+        except KeyError:
+            found = self._constants[name] = self._find_constant(name)
+            return found
+
+    def _find_constant(self, name: str) -> Constant | None:
         for scope in self.chain():
             if name in scope.initializers:
                 tensor = scope.initializers[name]
@@ -286,6 +290,39 @@ class GraphView:
         # protobuf returns the same wrapper for a submessage each time, so ids identify subgraphs
         self._scope_by_graph = {id(scope.graph): scope for scope in self.scopes}
         self._inference_error: str | None = None
+        self._job: proto.InferenceJob | None = None
+
+    def start_inference(self, early: proto.InferenceJob | None = None) -> None:
+        """Start shape inference now, in the background where the platform allows (proto.InferenceJob):
+        the inspect path calls this at load, so the inference overlaps what needs no shapes.
+
+        `early`: a job the loader started on the file itself before it was parsed (model.load); kept
+        when no graph declares value_info (the file is then what inference takes, its few small inline
+        weights aside), else dropped for a job on the model without those declarations.
+        """
+        if self._job is not None or "_inferred_graphs" in self.__dict__:
+            if early is not None:
+                early.close()
+            return
+        if early is not None and not any(len(scope.graph.value_info) for scope in self.scopes):
+            self._job, self._serialized = early, None
+            return
+        if early is not None:
+            early.close()
+        try:
+            self._job = self._new_job(background=True)
+        except Exception:  # noqa: BLE001 - the lazy path meets the same problem and records it
+            self._job = None
+
+    @property
+    def inference_running(self) -> bool:
+        """Is shape inference running in the background (started, not yet collected)?"""
+        return self._job is not None and self._job.in_background
+
+    def _new_job(self, *, background: bool) -> proto.InferenceJob:
+        graphs = [scope.graph for scope in self.scopes]
+        serialized, self._serialized = self._serialized, None
+        return proto.InferenceJob(_inference_input(self.model, graphs, self._wheres, serialized), data_prop=True, background=background)
 
     def _collect(self, scope: Scope, scope_index: int) -> None:
         for index, (node, op_type, domain) in enumerate(zip(scope.nodes, scope.op_types, scope.domains)):
@@ -305,10 +342,10 @@ class GraphView:
     def _inferred_graphs(self) -> list[onnx.GraphProto]:
         graphs = [scope.graph for scope in self.scopes]
         try:
-            serialized, self._serialized = self._serialized, None
-            inferred = proto.infer_shapes(_inference_input(self.model, graphs, self._wheres, serialized), data_prop=True)
+            job, self._job = self._job or self._new_job(background=False), None
+            inferred = job.result()
         except Exception as exc:  # noqa: BLE001 - inference is a help, never a requirement
-            self._inference_error = f"{type(exc).__name__}: {exc}"
+            self._inference_error = str(exc) if isinstance(exc, proto.InferenceFailed) else f"{type(exc).__name__}: {exc}"
             return graphs
         try:
             return _same_graphs(inferred.graph, self._wheres)

@@ -8,19 +8,23 @@ points elsewhere is either broken or unsafe to hand to a runtime.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from onnxdoctor.errors import UnusableInputError
-from onnxdoctor.model.proto import TensorProto, may_hold_tensors
+from onnxdoctor.model.proto import InferenceJob, TensorProto, may_hold_tensors
 from onnxdoctor.model.slim import WireFormatError, load_slim_with_bytes, stripped_bytes
 
 if TYPE_CHECKING:
     import onnx
 
     from onnxdoctor.model.graph import GraphView, Scope
+
+# Files up to this size are handed to background shape inference as they are (see load_file).
+EARLY_INFERENCE_FILE_BYTES = 16 * 1024 * 1024
 
 # optimum's file names, in the order a decoding client uses them.
 OPTIMUM_FILE_ROLES: dict[str, str] = {
@@ -106,7 +110,7 @@ class Bundle:
         return str(self.path)
 
 
-def load(path: str | os.PathLike[str], *, only: str | None = None) -> Bundle:
+def load(path: str | os.PathLike[str], *, only: str | None = None, start_inference: bool = False) -> Bundle:
     """Load a .onnx file or an export folder; raise UnusableInputError with a one-line reason."""
     target = Path(path)
     if not target.exists():
@@ -119,7 +123,7 @@ def load(path: str | os.PathLike[str], *, only: str | None = None) -> Bundle:
             raise UnusableInputError(target, "--file only applies to a folder")
         model_paths = [target]
         folder = target.parent
-    files = [load_file(model_path, folder=folder) for model_path in model_paths]
+    files = [load_file(model_path, folder=folder, start_inference=start_inference) for model_path in model_paths]
     return Bundle(path=target, folder=folder, files=files)
 
 
@@ -138,14 +142,38 @@ def _folder_models(folder: Path, only: str | None) -> list[Path]:
     return known + others
 
 
-def load_file(path: Path, *, folder: Path | None = None) -> ModelFile:
-    """Parse one file without weights and check its external data references."""
+def load_file(path: Path, *, folder: Path | None = None, start_inference: bool = False) -> ModelFile:
+    """Parse one file without weights and check its external data references.
+
+    `start_inference`: start shape inference now (in the background where possible, see
+    proto.InferenceJob), so it overlaps the rest of the inspection.
+    """
     folder = folder or path.parent
     if not path.is_file():
         raise UnusableInputError(path, "not a regular file")
     size = path.stat().st_size
     if size == 0:
         raise UnusableInputError(path, "the file is empty (0 bytes); re-export or re-download it")
+    # A file of a few MB (weights outside it) is inferred as it is, by a child that reads it while this
+    # process parses it: no weight it holds decides a shape (those are small tensors). Larger files hold
+    # weights: they are inferred from the slim bytes, once parsed (the view starts that job).
+    early = InferenceJob(path, data_prop=True) if start_inference and size <= EARLY_INFERENCE_FILE_BYTES else None
+    try:
+        model_file = _parse(path, size)
+        if early is not None and len(model_file.proto.graph.value_info):
+            early.close()  # declared intermediate shapes are dropped before inference: the view starts a job
+            early = None
+        if start_inference:
+            model_file.view.start_inference(early)
+        model_file.external_files = _check_external_data(path, model_file.view, folder)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
+    return model_file
+
+
+def _parse(path: Path, size: int) -> ModelFile:
     try:
         proto, serialized = load_slim_with_bytes(path)
     except WireFormatError as exc:
@@ -155,7 +183,6 @@ def load_file(path: Path, *, folder: Path | None = None) -> ModelFile:
     _check_is_onnx(path, proto)
     model_file = ModelFile(path=path, proto=proto, file_role=OPTIMUM_FILE_ROLES.get(path.name, "other"), size_bytes=size)
     model_file._serialized = serialized
-    model_file.external_files = _check_external_data(path, model_file.view, folder)
     return model_file
 
 
@@ -169,25 +196,32 @@ def _check_is_onnx(path: Path, proto: onnx.ModelProto) -> None:
         raise UnusableInputError(path, "not a usable ONNX model: its graph has no inputs and no outputs")
 
 
-def _iter_tensors(view: GraphView, scope: Scope):  # type: ignore[no-untyped-def]
-    """Every TensorProto in a graph, its node attributes and nested subgraphs (in file order)."""
+def _external_tensors(view: GraphView, scope: Scope) -> Iterator[Any]:
+    """Every TensorProto stored as external data in a graph, its node attributes and nested subgraphs
+    (in file order). Reads each attribute's fields directly: an 80-layer decoder has 7,000 Constants."""
     from onnxdoctor.model.graph import Scope
 
+    external = TensorProto.EXTERNAL
     graph = scope.graph
-    yield from graph.initializer
+    for tensor in graph.initializer:
+        if tensor.data_location == external:
+            yield tensor
     for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
+        for tensor in (sparse.values, sparse.indices):
+            if tensor.data_location == external:
+                yield tensor
     for node, op_type, domain in zip(scope.nodes, scope.op_types, scope.domains):
         if not may_hold_tensors(op_type, domain):
             continue  # no tensor attribute in its schema
-        for _name, attribute, tensor in scope.attributes(node):
-            if tensor is not None:
-                yield tensor
-            yield from attribute.tensors
+        for attribute in node.attribute:
+            if attribute.HasField("t") and attribute.t.data_location == external:
+                yield attribute.t
+            for tensor in attribute.tensors:
+                if tensor.data_location == external:
+                    yield tensor
             subgraphs = [attribute.g] if attribute.HasField("g") else []
             for subgraph in subgraphs + list(attribute.graphs):
-                yield from _iter_tensors(view, view.subgraph_scope(subgraph) or Scope(subgraph, "", parent=scope))
+                yield from _external_tensors(view, view.subgraph_scope(subgraph) or Scope(subgraph, "", parent=scope))
 
 
 def _check_external_data(path: Path, view: GraphView, folder: Path) -> list[str]:
@@ -196,9 +230,7 @@ def _check_external_data(path: Path, view: GraphView, folder: Path) -> list[str]
     allowed_root = folder.resolve()
     lengths: dict[Path, int] = {}
     checked: dict[str, Path] = {}  # location -> its resolved path, once it passed the checks below
-    for tensor in _iter_tensors(view, view.main):
-        if tensor.data_location != TensorProto.EXTERNAL:
-            continue
+    for tensor in _external_tensors(view, view.main):
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
         label = f"external data of tensor {tensor.name!r}"

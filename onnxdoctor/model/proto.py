@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -211,3 +213,148 @@ def _numpy_values(tensor: Any) -> list[Any]:
     from onnx import numpy_helper  # the whole package: only for element types the table above leaves out
 
     return numpy_helper.to_array(tensor).reshape(-1).tolist()
+
+
+
+class InferenceFailed(Exception):
+    """Shape inference raised; the text is "ExceptionType: message" of what the C++ inference raised."""
+
+
+# Below this size (about 2,500 nodes) inference takes a few milliseconds: not worth a process.
+BACKGROUND_MIN_BYTES = 512 * 1024
+
+
+class InferenceJob:
+    """Shape inference of a serialized model, started now and collected later.
+
+    The C++ inference holds the GIL for its whole run (0.15-0.3 s on an 80-layer decoder), so a thread
+    would overlap nothing. On Linux, in a process that runs no other thread, a model of at least
+    `min_background_bytes` is inferred in a forked child while the caller goes on (importing the
+    checks, checking external data, building the signature, the checks that need no shapes); the
+    child hands the serialized result back through a pipe. Otherwise the inference runs when the
+    result is asked for. Either way the answer is the same C++ call on the same bytes.
+    """
+
+    def __init__(self, model: bytes | Path, *, data_prop: bool, background: bool = True, min_background_bytes: int | None = None) -> None:
+        """`model`: the serialized model, or a file holding it (read by whoever infers: the child reads it
+        while the caller parses the same file)."""
+        self._model: bytes | Path | None = model
+        self._data_prop = data_prop
+        self._pid: int | None = None
+        self._result_fd: int | None = None
+        threshold = BACKGROUND_MIN_BYTES if min_background_bytes is None else min_background_bytes
+        size = model.stat().st_size if isinstance(model, Path) else len(model)
+        if background and size >= threshold and can_fork():
+            self._start()
+
+    @property
+    def in_background(self) -> bool:
+        """Is a child process inferring (not yet collected)?"""
+        return self._pid is not None
+
+    def _start(self) -> None:
+        # the result goes through an anonymous in-memory file, written once by the child and read once
+        # after it exits: a pipe would make the child wait for the reader 64 KB at a time
+        try:
+            result_fd = os.memfd_create("onnxdoctor-shapes", os.MFD_CLOEXEC) if hasattr(os, "memfd_create") else _temporary_fd()
+        except OSError:
+            return  # infer when asked
+        try:
+            pid = os.fork()
+        except OSError:  # no fork allowed here (limits, sandbox): infer when asked
+            os.close(result_fd)
+            return
+        if pid == 0:  # the child: infer, leave the bytes in the file, exit without any Python cleanup
+            status = _CHILD_CRASHED
+            try:
+                try:
+                    payload = _cpp.shape_inference.infer_shapes(_read(self._model), False, False, self._data_prop)
+                    status = _CHILD_INFERRED
+                except Exception as exc:  # noqa: BLE001 - handed to the parent, raised there
+                    payload = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
+                    status = _CHILD_FAILED
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(result_fd, view) :]
+            except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+                status = _CHILD_CRASHED
+            finally:
+                os._exit(status)
+        self._pid, self._result_fd, self._model = pid, result_fd, None
+
+    def result(self) -> Any:
+        """The inferred ModelProto; raises InferenceFailed with what the inference raised ("TypeName: message",
+        the same text wherever it ran)."""
+        if self._result_fd is None:
+            model, self._model = self._model, None
+            if model is None:
+                raise InferenceFailed("this shape inference was already collected or dropped")
+            try:
+                return infer_shapes(_read(model), data_prop=self._data_prop)
+            except Exception as exc:  # noqa: BLE001 - whatever the C++ inference raises
+                raise InferenceFailed(f"{type(exc).__name__}: {exc}") from exc
+        status, payload = self._collect()
+        if status == _CHILD_FAILED:
+            raise InferenceFailed(payload.decode("utf-8", "replace"))
+        if status != _CHILD_INFERRED:
+            raise InferenceFailed(f"shape inference ended without a result (its process ended with status {status})")
+        inferred = ModelProto()
+        inferred.ParseFromString(payload)
+        return inferred
+
+    def _collect(self) -> tuple[int, bytes]:
+        """(the child's exit status, what it left in the result file), once it has exited."""
+        assert self._pid is not None and self._result_fd is not None
+        pid, self._pid = self._pid, None
+        result_fd, self._result_fd = self._result_fd, None
+        try:
+            _, wait_status = os.waitpid(pid, 0)
+            status = os.waitstatus_to_exitcode(wait_status)
+            payload = os.pread(result_fd, os.fstat(result_fd).st_size, 0) if status in (_CHILD_INFERRED, _CHILD_FAILED) else b""
+        finally:
+            os.close(result_fd)
+        return status, payload
+
+    def close(self) -> None:
+        """Drop the job; a child still inferring is stopped and reaped."""
+        if self._pid is not None:
+            pid, self._pid = self._pid, None
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ChildProcessError, ProcessLookupError):
+                pass
+        if self._result_fd is not None:
+            os.close(self._result_fd)
+            self._result_fd = None
+        self._model = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+# exit statuses of the inferring child
+_CHILD_INFERRED, _CHILD_FAILED, _CHILD_CRASHED = 0, 3, 4
+
+
+def _temporary_fd() -> int:
+    """An unnamed temporary file (where memfd_create is missing)."""
+    import tempfile
+
+    handle = tempfile.TemporaryFile()
+    return os.dup(handle.fileno())  # the duplicate outlives the handle, which is closed (and the file unlinked) here
+
+
+def _read(model: bytes | Path) -> bytes:
+    return model.read_bytes() if isinstance(model, Path) else model
+
+
+def can_fork() -> bool:
+    """Forking is only safe when this process runs no other thread (counted by the kernel: ONNX Runtime's
+    or torch's native threads are invisible to the threading module)."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from onnxdoctor.model import proto
@@ -118,22 +119,28 @@ class _Scan:
     merged decoders, Loop bodies)."""
 
     def __init__(self, view: GraphView) -> None:
-        # name -> (elem type, the tensor: its dims are read when needed)
-        self.constants: dict[str, tuple[int, onnx.TensorProto]] = {}
+        self.view = view
         self.nodes: list[tuple[onnx.NodeProto, str]] = []  # (node, op type)
         for scope in view.scopes:
-            for tensor in scope.graph.initializer:
-                self.constants[tensor.name] = (tensor.data_type, tensor)
             self.nodes.extend(zip(scope.nodes, scope.op_types))
+
+    @cached_property
+    def constants(self) -> dict[str, tuple[int, onnx.TensorProto]]:
+        """name -> (elem type, the tensor: its dims are read when needed); built on the first question
+        (only quantized models ask: a float model's scan never reads a Constant)."""
+        constants: dict[str, tuple[int, onnx.TensorProto]] = {}
+        for scope in self.view.scopes:
+            for tensor in scope.graph.initializer:
+                constants[tensor.name] = (tensor.data_type, tensor)
             for node, op_type in zip(scope.nodes, scope.op_types):
-                if op_type != "Constant":
+                if op_type != "Constant" or not node.output:
                     continue
-                for name, attribute, tensor in scope.attributes(node):
-                    if name == "value":
-                        if node.output:
-                            value = tensor if tensor is not None else attribute.t
-                            self.constants[node.output[0]] = (value.data_type, value)
+                for attribute in node.attribute:
+                    if attribute.name == "value":
+                        value = attribute.t
+                        constants[node.output[0]] = (value.data_type, value)
                         break
+        return constants
 
     def constant(self, name: str) -> tuple[int, tuple[int, ...]] | None:
         """(elem type, dims) of a constant tensor."""

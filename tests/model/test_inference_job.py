@@ -1,0 +1,144 @@
+"""onnxdoctor.model.proto.InferenceJob: shape inference in a forked child gives what inference in this
+process gives, failures read the same, a dropped job leaves no process behind, and no fork happens
+while other threads run.
+
+Each check runs in a fresh interpreter: the test process has ONNX Runtime's and torch's threads by the
+time these run, and a job refuses to fork next to them (the last test shows that refusal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import onnx
+import pytest
+
+from onnxdoctor.testing.synth import DecoderSpec, build_decoder
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the background path is Linux-only (fork)")
+
+# A failing model: a node of an op set the model never imports.
+UNINFERABLE = b"\x08\x07\x3a\x05\x0a\x03\x12\x01x"
+
+
+def _run(body: str) -> str:
+    # one BLAS thread: numpy is not imported here, but keep any library from starting a pool
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True, timeout=300, env=env)
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def decoder_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 24-layer synthetic decoder, above the size where inspect infers in the background."""
+    from onnxdoctor.model.proto import BACKGROUND_MIN_BYTES
+
+    path = tmp_path_factory.mktemp("job") / "decoder.onnx"
+    onnx.save(build_decoder(DecoderSpec(layers=24, heads=8, kv_heads=2, head_dim=8, vocab=32)), path)
+    assert path.stat().st_size >= BACKGROUND_MIN_BYTES
+    return path
+
+
+def test_background_inference_returns_what_inline_inference_returns(decoder_file: Path) -> None:
+    out = _run(
+        f"""
+        from pathlib import Path
+        from onnxdoctor.model.proto import InferenceJob
+        path = Path({str(decoder_file)!r})
+        background = InferenceJob(path, data_prop=True)
+        assert background.in_background
+        inline = InferenceJob(path.read_bytes(), data_prop=True, background=False)
+        assert not inline.in_background
+        a, b = background.result(), inline.result()
+        assert not background.in_background
+        print(a.SerializeToString() == b.SerializeToString() and len(a.graph.value_info) > 500)
+        """
+    )
+    assert out == "True"
+
+
+def test_a_failure_reads_the_same_wherever_inference_ran() -> None:
+    out = _run(
+        f"""
+        import json
+        from onnxdoctor.model.proto import InferenceFailed, InferenceJob
+        messages = []
+        for background in (True, False):
+            job = InferenceJob({UNINFERABLE!r}, data_prop=True, background=background, min_background_bytes=0)
+            assert job.in_background == background
+            try:
+                job.result()
+            except InferenceFailed as exc:
+                messages.append(str(exc))
+        print(json.dumps(messages))
+        """
+    )
+    background, inline = json.loads(out)
+    assert background == inline and background  # e.g. "InferenceError: [ShapeInferenceError] ..."
+
+
+def test_a_dropped_job_leaves_no_process(decoder_file: Path) -> None:
+    out = _run(
+        f"""
+        import os
+        from pathlib import Path
+        from onnxdoctor.model.proto import InferenceJob
+        job = InferenceJob(Path({str(decoder_file)!r}), data_prop=True)
+        pid = job._pid
+        assert pid is not None
+        job.close()
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            print("reaped")
+        """
+    )
+    assert out == "reaped"
+
+
+def test_no_fork_while_another_thread_runs(decoder_file: Path) -> None:
+    out = _run(
+        f"""
+        import threading
+        from pathlib import Path
+        from onnxdoctor.model.proto import InferenceJob, can_fork
+        assert can_fork()
+        stop = threading.Event()
+        worker = threading.Thread(target=stop.wait)
+        worker.start()
+        job = InferenceJob(Path({str(decoder_file)!r}), data_prop=True)
+        refused = not can_fork() and not job.in_background
+        inferred = len(job.result().graph.value_info) > 500
+        stop.set()
+        worker.join()
+        print(refused and inferred)
+        """
+    )
+    assert out == "True"
+
+
+def test_inspect_reports_the_same_with_and_without_background_inference(decoder_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxdoctor.engine import inspect_path
+    from onnxdoctor.model import proto
+
+    out = _run(
+        f"""
+        import json
+        from onnxdoctor.engine import inspect_path
+        from onnxdoctor.model.load import load
+        bundle = load({str(decoder_file)!r}, start_inference=True)
+        assert bundle.files[0].view.inference_running
+        report = inspect_path(bundle, reshapes=True)
+        print(json.dumps(report.to_dict()))
+        """
+    )
+    monkeypatch.setattr(proto, "can_fork", lambda: False)
+    inline = inspect_path(decoder_file, reshapes=True).to_dict()
+    assert json.loads(out) == json.loads(json.dumps(inline))
+    assert len(inline["files"][0]["reshapes"]) >= 24 * 3  # q, k, v (and the output) per layer: shapes were used
