@@ -1,5 +1,5 @@
 """`python -m onnxdoctor` runs the CLI."""
 
-from onnxdoctor.cli import main
+from onnxdoctor.cli import run
 
-main()
+run()

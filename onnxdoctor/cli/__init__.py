@@ -95,7 +95,35 @@ COMMANDS: dict[str, str] = {
 }
 
 
+_exit_fast = False
+
+
+def exit_fast_when_done() -> None:
+    """For commands that leave nothing to clean up (inspect): `run()` then ends the process with os._exit
+    once the output is flushed, skipping the interpreter's teardown of the graph the command built
+    (freeing tens of thousands of objects: 0.04-0.06 s of an 80-layer decoder's 0.5 s)."""
+    global _exit_fast
+    _exit_fast = True
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Run one command on `argv` (default: sys.argv); always ends in SystemExit with the exit code."""
     cli.main(args=argv, prog_name="onnxdoctor")
     sys.exit(0)
+
+
+def run() -> None:
+    """The program (console script, `python -m onnxdoctor`): main(), then, for commands that allow it, an
+    exit without interpreter teardown. Code that embeds the CLI calls main(), which always returns control
+    through SystemExit."""
+    try:
+        main()
+    except SystemExit as stop:
+        if _exit_fast and (stop.code is None or isinstance(stop.code, int)):
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said there
+                    pass
+            os._exit(stop.code or 0)
+        raise
