@@ -120,6 +120,9 @@ def run() -> None:
         main()
     except SystemExit as stop:
         if _exit_fast and (stop.code is None or isinstance(stop.code, int)):
+            proto = sys.modules.get("onnxdoctor.model.proto")
+            if proto is not None:  # a shape inference nobody asked for (a graph without Reshape) still runs
+                proto.InferenceJob.close_all()
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()

@@ -22,6 +22,7 @@ import importlib.util
 import os
 import signal
 import sys
+import weakref
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -281,6 +282,7 @@ class InferenceJob:
             finally:
                 os._exit(status)
         self._pid, self._result_fd, self._model = pid, result_fd, None
+        _RUNNING.add(self)
 
     def result(self) -> Any:
         """The inferred ModelProto; raises InferenceFailed with what the inference raised ("TypeName: message",
@@ -305,6 +307,7 @@ class InferenceJob:
     def _collect(self) -> tuple[int, bytes]:
         """(the child's exit status, what it left in the result file), once it has exited."""
         assert self._pid is not None and self._result_fd is not None
+        _RUNNING.discard(self)
         pid, self._pid = self._pid, None
         result_fd, self._result_fd = self._result_fd, None
         try:
@@ -317,6 +320,7 @@ class InferenceJob:
 
     def close(self) -> None:
         """Drop the job; a child still inferring is stopped and reaped."""
+        _RUNNING.discard(self)
         if self._pid is not None:
             pid, self._pid = self._pid, None
             try:
@@ -332,6 +336,15 @@ class InferenceJob:
     def __del__(self) -> None:
         self.close()
 
+    @staticmethod
+    def close_all() -> None:
+        """Stop and reap every child still inferring (a process about to os._exit would orphan them)."""
+        for job in list(_RUNNING):
+            job.close()
+
+
+# jobs whose child may still run (a weak set: a job dropped by its owner closes itself)
+_RUNNING: weakref.WeakSet[InferenceJob] = weakref.WeakSet()
 
 # exit statuses of the inferring child
 _CHILD_INFERRED, _CHILD_FAILED, _CHILD_CRASHED = 0, 3, 4

@@ -142,3 +142,38 @@ def test_inspect_reports_the_same_with_and_without_background_inference(decoder_
     inline = inspect_path(decoder_file, reshapes=True).to_dict()
     assert json.loads(out) == json.loads(json.dumps(inline))
     assert len(inline["files"][0]["reshapes"]) >= 24 * 3  # q, k, v (and the output) per layer: shapes were used
+
+
+def test_inspect_leaves_no_process_behind_when_no_shape_was_asked(tmp_path: Path) -> None:
+    """A graph without Reshape never collects its inference; the CLI's fast exit must still reap the child.
+
+    The probe makes itself a child subreaper, so a child orphaned by `onnxdoctor inspect` would be
+    handed to it and show up in its waitpid."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((256, 1024), dtype=np.float32), "embed")  # 1 MB: inferred in the background
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["embed", "input_ids"], ["logits"])],
+        "no_reshape",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", 1024])],
+        [weight],
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    out = _run(
+        f"""
+        import ctypes, os, subprocess, sys, time
+        assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+        done = subprocess.run([sys.executable, "-m", "onnxdoctor", "inspect", {str(path)!r}, "--format", "json"], capture_output=True, text=True)
+        assert done.returncode in (0, 1), done.stderr
+        time.sleep(1.0)
+        try:
+            orphan, _ = os.waitpid(-1, os.WNOHANG)
+            print("orphan" if orphan else "running orphan")
+        except ChildProcessError:
+            print("clean")
+        """
+    )
+    assert out == "clean"
