@@ -138,3 +138,43 @@ def test_a_file_too_big_to_read_whole_is_walked_by_positioned_reads(tmp_path: Pa
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(UnusableInputError, match="truncated"):
         load(path)
+
+
+def _model_with_every_tensor_place() -> onnx.ModelProto:
+    """_model_with_weights_everywhere plus large tensors in the other places ONNX allows them: a sparse
+    initializer, typed (non-raw) data, a tensor list attribute, a function body, and training_info."""
+    model = _model_with_weights_everywhere()
+    values = numpy_helper.from_array(np.arange(2048, dtype=np.float32), "sparse_values")
+    indices = numpy_helper.from_array(np.arange(2048, dtype=np.int64), "sparse_indices")
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [4096]))
+    model.graph.initializer.append(helper.make_tensor("typed", TensorProto.INT64, [2048], [2**40 + i for i in range(2048)]))  # int64_data
+    model.graph.node.append(helper.make_node("Custom", ["out"], ["custom_out"], domain="example.custom", tables=[numpy_helper.from_array(np.ones(2048, np.float32), "t")]))
+    body = helper.make_node("Constant", [], ["y"], value=numpy_helper.from_array(np.ones(2048, np.float32), "fc"))
+    model.functions.append(helper.make_function("example.fn", "Fn", [], ["y"], [body], [helper.make_opsetid("", 17)]))
+    training = onnx.TrainingInfoProto()
+    training.initialization.CopyFrom(helper.make_graph([], "init", [], [], [numpy_helper.from_array(np.ones(2048, np.float32), "state")]))
+    model.training_info.append(training)
+    return model
+
+
+@pytest.mark.parametrize("source", ["every place", *[p.relative_to(FIXTURES).as_posix() for p in sorted(FIXTURES.rglob("*.onnx"))]])
+def test_files_parsed_whole_are_stripped_exactly_like_the_walk(source: str, tmp_path: Path) -> None:
+    """Up to 16 MB a file is parsed by protobuf and emptied in place instead of walked field by field:
+    the same tensors, the same kept fields, the same markers, and bytes that parse to that model."""
+    from onnxdoctor.model import slim
+
+    if source == "every place":
+        path = tmp_path / "model.onnx"
+        onnx.save(_model_with_every_tensor_place(), path)
+    else:
+        path = FIXTURES / source
+    data = path.read_bytes()
+    walked = onnx.ModelProto.FromString(slim.slim_model_bytes(data))
+    parsed, serialized = slim.load_slim_with_bytes(path)
+    assert parsed.SerializeToString(deterministic=True) == walked.SerializeToString(deterministic=True)
+    assert onnx.ModelProto.FromString(serialized).SerializeToString(deterministic=True) == walked.SerializeToString(deterministic=True)
+    if source == "every place":
+        places = [parsed.graph.sparse_initializer[0].values, next(t for t in parsed.graph.initializer if t.name == "typed"),
+                  parsed.graph.node[-1].attribute[0].tensors[0], parsed.functions[0].node[0].attribute[0].t]
+        assert all(stripped_bytes(t) is not None for t in places)
+        assert stripped_bytes(parsed.training_info[0].initialization.initializer[0]) is None  # the walk keeps it too
