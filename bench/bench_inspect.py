@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -96,6 +97,16 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
+def compile_bytecode() -> None:
+    """Write onnxdoctor's .pyc files first, as an installed package has them: where PYTHONDONTWRITEBYTECODE
+    is set (this build machine sets it), every run would otherwise recompile each edited module."""
+    import compileall
+
+    import onnxdoctor
+
+    compileall.compile_dir(str(Path(onnxdoctor.__file__).parent), quiet=1)
+
+
 def imports(repeat: int) -> None:
     version = importlib.metadata.version("ml_dtypes")
     python = whole_process(["-c", "pass"], repeat)
@@ -150,6 +161,8 @@ def real_sizes(root: Path, repeat: int) -> None:
     from make_real_size import build
 
     print(f"## real sizes: `python -m onnxdoctor inspect MODEL --format json`, whole process, median of {repeat}")
+    background = "a forked child (Linux)" if sys.platform.startswith("linux") else "in-process (not Linux)"
+    print(f"shape inference runs in {background}; {os.cpu_count()} CPUs")
     for preset in ("llama-32", "llama-80"):
         folder = build(preset, root, no_dynamic_axes=False)["onnx"]
         model = folder / "model.onnx"
@@ -169,6 +182,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--real-root", type=Path, default=None, help="where make_real_size.py's llama-32 / llama-80 live (built if missing)")
     args = parser.parse_args()
+    compile_bytecode()
     imports(args.repeat)
     inline_weights(args.size_mb)
     scaling(args.layers, args.repeat)

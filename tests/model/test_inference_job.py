@@ -123,25 +123,34 @@ def test_no_fork_while_another_thread_runs(decoder_file: Path) -> None:
     assert out == "True"
 
 
-def test_inspect_reports_the_same_with_and_without_background_inference(decoder_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("target", ["synthetic-24", "optimum-marian-merged", "optimum-llama-gqa", "optimum-t5"])
+def test_inspect_reports_the_same_with_and_without_background_inference(
+    target: str, decoder_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file of the target inferred in a child (the size threshold lifted for the small fixtures:
+    merged decoders' If branches, encoder + decoder folders) gives the report inference in-process gives."""
+    from support import FIXTURES
     from onnxdoctor.engine import inspect_path
     from onnxdoctor.model import proto
 
+    path = decoder_file if target == "synthetic-24" else FIXTURES / target
     out = _run(
         f"""
         import json
+        from onnxdoctor.model import proto
+        proto.BACKGROUND_MIN_BYTES = 0
         from onnxdoctor.engine import inspect_path
         from onnxdoctor.model.load import load
-        bundle = load({str(decoder_file)!r}, start_inference=True)
-        assert bundle.files[0].view.inference_running
+        bundle = load({str(path)!r}, start_inference=True)
+        assert all(f.view.inference_running for f in bundle.files)
         report = inspect_path(bundle, reshapes=True)
         print(json.dumps(report.to_dict()))
         """
     )
     monkeypatch.setattr(proto, "can_fork", lambda: False)
-    inline = inspect_path(decoder_file, reshapes=True).to_dict()
+    inline = inspect_path(path, reshapes=True).to_dict()
     assert json.loads(out) == json.loads(json.dumps(inline))
-    assert len(inline["files"][0]["reshapes"]) >= 24 * 3  # q, k, v (and the output) per layer: shapes were used
+    assert sum(len(f["reshapes"]) for f in inline["files"]) > 0  # shapes were used
 
 
 def test_inspect_leaves_no_process_behind_when_no_shape_was_asked(tmp_path: Path) -> None:
