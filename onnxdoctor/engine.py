@@ -119,7 +119,7 @@ def filter_findings(findings: list[Finding], select: tuple[str, ...] = (), ignor
 
 
 def inspect_bundle(bundle: Bundle, *, role_map: RoleMap | None = None, reshapes: bool = False) -> InspectReport:
-    from onnxdoctor.inspectors import registered_checks
+    from onnxdoctor.inspectors import registered_checks, registered_preparations
     from onnxdoctor.inspectors.reshape_tracer import analyse_reshapes
 
     signatures = [
@@ -142,6 +142,10 @@ def inspect_bundle(bundle: Bundle, *, role_map: RoleMap | None = None, reshapes:
     for _name, check in registered_checks(needs_shapes=False):
         for context in contexts:
             findings.extend(check(context))
+    for prepare in registered_preparations():
+        for context in contexts:
+            if context.graph.inference_running:
+                prepare(context)
     for _name, check in registered_checks(needs_shapes=True):
         for context in contexts:
             findings.extend(check(context))

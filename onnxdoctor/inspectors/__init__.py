@@ -15,26 +15,28 @@ from onnxdoctor.context import Context
 from onnxdoctor.findings import Finding
 
 Check = Callable[[Context], Iterable[Finding]]
-# (qualified name, check, needs inferred shapes)
-_CHECKS: list[tuple[str, Check, bool]] = []
+Prepare = Callable[[Context], None]
+# (qualified name, check, needs inferred shapes, what it can do before the shapes are known)
+_CHECKS: list[tuple[str, Check, bool, Prepare | None]] = []
 
 
 @overload
 def inspector(check: Check) -> Check: ...
 @overload
-def inspector(*, needs_shapes: bool) -> Callable[[Check], Check]: ...
+def inspector(*, needs_shapes: bool, prepare: Prepare | None = None) -> Callable[[Check], Check]: ...
 
 
-def inspector(check: Check | None = None, *, needs_shapes: bool = False) -> Check | Callable[[Check], Check]:
+def inspector(check: Check | None = None, *, needs_shapes: bool = False, prepare: Prepare | None = None) -> Check | Callable[[Check], Check]:
     """Register a check; it runs once per model file of a bundle.
 
     `needs_shapes`: the check asks the graph view for inferred shapes. Such checks run after all the
     others, so the shape inference that loading started in the background (model.proto.InferenceJob)
-    has the others' time to finish.
+    has the others' time to finish. `prepare`: the part of such a check that needs no shapes, which
+    the engine runs while the inference is still running.
     """
 
     def register(function: Check) -> Check:
-        _CHECKS.append((f"{function.__module__}.{function.__qualname__}", function, needs_shapes))
+        _CHECKS.append((f"{function.__module__}.{function.__qualname__}", function, needs_shapes, prepare))
         return function
 
     return register(check) if check is not None else register
@@ -43,7 +45,12 @@ def inspector(check: Check | None = None, *, needs_shapes: bool = False) -> Chec
 def registered_checks(*, needs_shapes: bool | None = None) -> list[tuple[str, Check]]:
     """Every check (or those that do / do not need inferred shapes), those that need shapes last."""
     ordered = sorted(_CHECKS, key=lambda entry: entry[2])  # stable: registration order otherwise
-    return [(name, check) for name, check, shapes in ordered if needs_shapes is None or shapes == needs_shapes]
+    return [(name, check) for name, check, shapes, _prepare in ordered if needs_shapes is None or shapes == needs_shapes]
+
+
+def registered_preparations() -> list[Prepare]:
+    """The shape-free first halves of the checks that need shapes."""
+    return [prepare for _name, _check, shapes, prepare in _CHECKS if shapes and prepare is not None]
 
 
 def _import_all() -> None:

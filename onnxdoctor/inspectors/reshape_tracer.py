@@ -11,7 +11,8 @@ Two failure classes from the field:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ from onnxdoctor.context import Context
 from onnxdoctor.findings import Finding, Rule, Severity, register
 from onnxdoctor.inspectors import inspector
 from onnxdoctor.model.dims import Dim, format_dims
-from onnxdoctor.model.graph import PASS_THROUGH_OPS, Scope, attribute_int
+from onnxdoctor.model.graph import PASS_THROUGH_OPS, Constant, GraphView, Scope, attribute_int
 from onnxdoctor.model.signature import axis_roles
 
 if TYPE_CHECKING:
@@ -142,68 +143,127 @@ def _fallback(name: str, scope: Scope) -> list[Entry] | None:
     return _unknown(int(own_shape[0].value) if own_shape and len(own_shape) == 1 and own_shape[0].value is not None else (1 if own_shape == () else None))
 
 
-def trace_entries(name: str, scope: Scope, depth: int = 0) -> list[Entry] | None:
-    """Entries of a 1-D (or scalar) int tensor, traced through the usual shape arithmetic."""
+# The entries of a target, finished once inferred shapes are known (see plan_entries).
+Planned = Callable[[], "list[Entry] | None"]
+
+
+def _nothing() -> list[Entry] | None:
+    return None
+
+
+def _read_ahead(constant: Constant | None) -> None:
+    """Read a constant's values now if they can be read; if not, the plan meets the same error when (and
+    only if) it gets there, as trace_entries always did."""
+    if constant is not None:
+        try:
+            constant.values  # noqa: B018 - kept on the Constant
+        except Exception:  # noqa: BLE001 - raised again where it is actually used
+            pass
+
+
+def plan_entries(name: str, scope: Scope, depth: int = 0) -> Planned:
+    """trace_entries in two halves: every lookup that needs no inferred shape (producers, constants,
+    attributes) happens now; the returned function does the rest with shapes. inspect builds the plans
+    while shape inference still runs in the background, so little is left once it ends."""
     if depth > 40:
-        return None
+        return _nothing
     value = scope.constant(name)
     if value is not None:
-        return [Entry(int(v), "constant", str(int(v))) for v in value.values]
+        _read_ahead(value)
+        return lambda: [Entry(int(v), "constant", str(int(v))) for v in value.values]
+
+    def fallback() -> list[Entry] | None:
+        return _fallback(name, scope)
+
     found = scope.producer(name)
     if found is None:
-        return _fallback(name, scope)
+        return fallback
     node, node_scope = found
     op = node.op_type
     if op in PASS_THROUGH_OPS or op in ("Unsqueeze", "Squeeze") or (op == "Reshape" and depth > 0):
-        return trace_entries(node.input[0], node_scope, depth + 1) or _fallback(name, scope)
+        inner = plan_entries(node.input[0], node_scope, depth + 1)
+        return lambda: inner() or fallback()
     if op == "Shape":
+        tensor, start = node.input[0], attribute_int(node, "start", 0)
         end_attr = next((a.i for a in node.attribute if a.name == "end"), None)
-        return _shape_entries(node.input[0], node_scope, attribute_int(node, "start", 0), end_attr) or _fallback(name, scope)
+        return lambda: _shape_entries(tensor, node_scope, start, end_attr) or fallback()
     if op == "Concat":
-        result: list[Entry] = []
-        for part in node.input:
-            traced = trace_entries(part, node_scope, depth + 1)
-            if traced is None:
-                return _fallback(name, scope)
-            result.extend(traced)
-        return result
+        parts = [plan_entries(part, node_scope, depth + 1) for part in node.input]
+
+        def concat() -> list[Entry] | None:
+            result: list[Entry] = []
+            for part in parts:
+                traced = part()
+                if traced is None:
+                    return fallback()
+                result.extend(traced)
+            return result
+
+        return concat
     if op == "Gather" and len(node.input) == 2:
-        source = trace_entries(node.input[0], node_scope, depth + 1)
+        planned_source = plan_entries(node.input[0], node_scope, depth + 1)
         indices = node_scope.constant(node.input[1])
-        if source is not None and indices is not None:
-            picked = [int(i) for i in indices.values]
-            if all(-len(source) <= i < len(source) for i in picked):
-                return [source[i] for i in picked]
-        return _fallback(name, scope)
+        _read_ahead(indices)
+
+        def gather() -> list[Entry] | None:
+            source = planned_source()
+            if source is not None and indices is not None:
+                picked = [int(i) for i in indices.values]
+                if all(-len(source) <= i < len(source) for i in picked):
+                    return [source[i] for i in picked]
+            return fallback()
+
+        return gather
     if op == "Slice" and len(node.input) >= 3:
-        source = trace_entries(node.input[0], node_scope, depth + 1)
+        planned_source = plan_entries(node.input[0], node_scope, depth + 1)
         starts, ends = node_scope.constant(node.input[1]), node_scope.constant(node.input[2])
-        if source is not None and starts is not None and ends is not None:
-            start, stop = int(starts.values[0]), int(ends.values[0])
-            return source[slice(start, min(stop, len(source)))]
-        return _fallback(name, scope)
+        _read_ahead(starts)
+        _read_ahead(ends)
+
+        def slice_() -> list[Entry] | None:
+            source = planned_source()
+            if source is not None and starts is not None and ends is not None:
+                start, stop = int(starts.values[0]), int(ends.values[0])
+                return source[slice(start, min(stop, len(source)))]
+            return fallback()
+
+        return slice_
     if op in _ELEMENTWISE and len(node.input) == 2:
-        left = trace_entries(node.input[0], node_scope, depth + 1)
-        right = trace_entries(node.input[1], node_scope, depth + 1)
-        if left is None or right is None:
-            return _fallback(name, scope)
-        if len(left) == 1 and len(right) > 1:
-            left = left * len(right)
-        if len(right) == 1 and len(left) > 1:
-            right = right * len(left)
-        if len(left) != len(right):
-            return _fallback(name, scope)
-        symbol = _ELEMENTWISE[op]
-        combined = []
-        for a, b in zip(left, right):
-            known = None
-            if a.value is not None and b.value is not None and not (op == "Div" and b.value == 0):
-                known = {"+": a.value + b.value, "-": a.value - b.value, "*": a.value * b.value, "/": a.value // b.value if b.value else 0}[symbol]
-            source_kind = "constant" if a.source == b.source == "constant" else "computed"
-            readable = f"{a.short} {symbol} {b.short}" if a.symbol or b.symbol else None
-            combined.append(Entry(known, source_kind, f"{a.text} {symbol} {b.text}", a.dims + b.dims, readable))
-        return combined
-    return _fallback(name, scope)
+        planned_left = plan_entries(node.input[0], node_scope, depth + 1)
+        planned_right = plan_entries(node.input[1], node_scope, depth + 1)
+        def elementwise() -> list[Entry] | None:
+            combined = _combine(op, planned_left(), planned_right())
+            return combined if combined is not None else fallback()
+
+        return elementwise
+    return fallback
+
+
+def _combine(op: str, left: list[Entry] | None, right: list[Entry] | None) -> list[Entry] | None:
+    """Elementwise shape arithmetic, entry by entry (a single entry broadcasts); None when it cannot."""
+    if left is None or right is None:
+        return None
+    if len(left) == 1 and len(right) > 1:
+        left = left * len(right)
+    if len(right) == 1 and len(left) > 1:
+        right = right * len(left)
+    if len(left) != len(right):
+        return None
+    symbol = _ELEMENTWISE[op]
+    combined = []
+    for a, b in zip(left, right):
+        known = None
+        if a.value is not None and b.value is not None and not (op == "Div" and b.value == 0):
+            known = {"+": a.value + b.value, "-": a.value - b.value, "*": a.value * b.value, "/": a.value // b.value if b.value else 0}[symbol]
+        source_kind = "constant" if a.source == b.source == "constant" else "computed"
+        readable = f"{a.short} {symbol} {b.short}" if a.symbol or b.symbol else None
+        combined.append(Entry(known, source_kind, f"{a.text} {symbol} {b.text}", a.dims + b.dims, readable))
+    return combined
+
+
+def trace_entries(name: str, scope: Scope, depth: int = 0) -> list[Entry] | None:
+    """Entries of a 1-D (or scalar) int tensor, traced through the usual shape arithmetic."""
+    return plan_entries(name, scope, depth)()
 
 
 def _role_symbols(ctx: Context) -> dict[str, str]:
@@ -247,22 +307,34 @@ def _can_be_zero(entry: Entry, scope: Scope, empty_symbols: set[str]) -> bool:
     return linear is not None and linear.constant == 0 and len(linear.terms) == 1 and linear.terms[0][0] in empty_symbols
 
 
+# Each view's Reshapes with their planned targets: built by prepare_reshapes while shape inference runs
+# in the background (the engine calls it), else on first use; finished by trace_reshapes.
+_PLANS: weakref.WeakKeyDictionary[GraphView, list[tuple[onnx.NodeProto, Scope, Planned, int]]] = weakref.WeakKeyDictionary()
+
+
+def _plans(ctx: Context) -> list[tuple[onnx.NodeProto, Scope, Planned, int]]:
+    view = ctx.graph
+    plans = _PLANS.get(view)
+    if plans is None:
+        plans = _PLANS[view] = [
+            (node, scope, plan_entries(node.input[1], scope), attribute_int(node, "allowzero", 0))
+            for node, scope in view.nodes("Reshape")
+            if len(node.input) >= 2
+        ]
+    return plans
+
+
+def prepare_reshapes(ctx: Context) -> None:
+    """Plan every Reshape's target now: all the tracing that needs no inferred shape."""
+    _plans(ctx)
+
+
 def trace_reshapes(ctx: Context) -> list[ReshapeTrace]:
     """Every Reshape of the model (subgraphs included) with the provenance of its target shape."""
-    traces = []
-    for node, scope in ctx.graph.nodes("Reshape"):
-        if len(node.input) < 2:
-            continue
-        traces.append(
-            ReshapeTrace(
-                node,
-                scope,
-                scope.shape(node.input[0]),
-                trace_entries(node.input[1], scope),
-                attribute_int(node, "allowzero", 0),
-            )
-        )
-    return traces
+    return [
+        ReshapeTrace(node, scope, scope.shape(node.input[0]), planned(), allowzero)
+        for node, scope, planned, allowzero in _plans(ctx)
+    ]
 
 
 def _baked(trace: ReshapeTrace, symbols: dict[str, str]) -> list[tuple[int, int | None, str]]:
@@ -316,7 +388,7 @@ def analyse_reshapes(ctx: Context) -> list[tuple[ReshapeTrace, list[Finding]]]:
     return result
 
 
-@inspector(needs_shapes=True)
+@inspector(needs_shapes=True, prepare=prepare_reshapes)
 def check_reshapes(ctx: Context) -> Iterator[Finding]:
     for _trace, findings in analyse_reshapes(ctx):
         yield from findings

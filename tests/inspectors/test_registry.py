@@ -10,7 +10,7 @@ import pytest
 
 from support import FIXTURES
 from onnxdoctor.context import Context
-from onnxdoctor.inspectors import registered_checks
+from onnxdoctor.inspectors import registered_checks, registered_preparations
 from onnxdoctor.model.graph import GraphView
 from onnxdoctor.model.load import load
 from onnxdoctor.model.signature import build_signature
@@ -26,7 +26,7 @@ def test_shape_checks_come_last_and_every_check_is_listed_once() -> None:
 
 
 @pytest.mark.parametrize("fixture", ["optimum-gpt2", "optimum-marian-merged", "optimum-llama-gqa", "broken-torch-baked-view", "optimum-llama-fp16"])
-def test_shape_free_checks_never_ask_for_inferred_shapes(fixture: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shape_free_checks_and_preparations_never_ask_for_inferred_shapes(fixture: str, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(_view: GraphView) -> None:
         raise AssertionError("a check declared shape-free asked for inferred shapes")
 
@@ -42,6 +42,11 @@ def test_shape_free_checks_never_ask_for_inferred_shapes(fixture: str, monkeypat
             list(check(context))
             ran += 1
     assert ran >= len(contexts) * 4
+    preparations = registered_preparations()
+    assert preparations  # the Reshape tracer plans its targets before the shapes are known
+    for prepare in preparations:
+        for context in contexts:
+            prepare(context)
     with pytest.raises(AssertionError, match="asked for inferred shapes"):  # the trap works: the tracer does ask
         for _name, check in registered_checks(needs_shapes=True):
             for context in contexts:
