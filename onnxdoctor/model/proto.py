@@ -274,13 +274,17 @@ class InferenceJob:
                 except Exception as exc:  # noqa: BLE001 - handed to the parent, raised there
                     payload = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
                     status = _CHILD_FAILED
+                # the header goes last: a child killed half-way leaves zeros there, never a valid length
+                os.pwrite(result_fd, bytes(_HEADER), 0)
+                os.lseek(result_fd, _HEADER, os.SEEK_SET)
                 view = memoryview(payload)
                 while view:
                     view = view[os.write(result_fd, view) :]
+                os.pwrite(result_fd, bytes([status]) + len(payload).to_bytes(_HEADER - 1, "little"), 0)
             except BaseException:  # noqa: BLE001 - nothing may escape a forked child
                 status = _CHILD_CRASHED
             finally:
-                os._exit(status)
+                os._exit(0 if status != _CHILD_CRASHED else 1)
         self._pid, self._result_fd, self._model = pid, result_fd, None
         _RUNNING.add(self)
 
@@ -299,24 +303,32 @@ class InferenceJob:
         if status == _CHILD_FAILED:
             raise InferenceFailed(payload.decode("utf-8", "replace"))
         if status != _CHILD_INFERRED:
-            raise InferenceFailed(f"shape inference ended without a result (its process ended with status {status})")
+            raise InferenceFailed("shape inference ended without a result (its process was stopped or crashed)")
         inferred = ModelProto()
         inferred.ParseFromString(payload)
         return inferred
 
     def _collect(self) -> tuple[int, bytes]:
-        """(the child's exit status, what it left in the result file), once it has exited."""
+        """(the status the child wrote, its payload), once it has exited; _CHILD_CRASHED without a
+        complete result. The file's header decides, not the exit code: where SIGCHLD is ignored, the
+        child is reaped by the kernel and waitpid only says that it has ended."""
         assert self._pid is not None and self._result_fd is not None
         _RUNNING.discard(self)
         pid, self._pid = self._pid, None
         result_fd, self._result_fd = self._result_fd, None
         try:
-            _, wait_status = os.waitpid(pid, 0)
-            status = os.waitstatus_to_exitcode(wait_status)
-            payload = os.pread(result_fd, os.fstat(result_fd).st_size, 0) if status in (_CHILD_INFERRED, _CHILD_FAILED) else b""
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:  # SIGCHLD ignored by the embedding program: it has ended all the same
+                pass
+            data = os.pread(result_fd, os.fstat(result_fd).st_size, 0)
         finally:
             os.close(result_fd)
-        return status, payload
+        if len(data) < _HEADER or data[0] not in (_CHILD_INFERRED, _CHILD_FAILED):
+            return _CHILD_CRASHED, b""
+        if int.from_bytes(data[1:_HEADER], "little") != len(data) - _HEADER:
+            return _CHILD_CRASHED, b""
+        return data[0], data[_HEADER:]
 
     def close(self) -> None:
         """Drop the job; a child still inferring is stopped and reaped."""
@@ -346,8 +358,10 @@ class InferenceJob:
 # jobs whose child may still run (a weak set: a job dropped by its owner closes itself)
 _RUNNING: weakref.WeakSet[InferenceJob] = weakref.WeakSet()
 
-# exit statuses of the inferring child
-_CHILD_INFERRED, _CHILD_FAILED, _CHILD_CRASHED = 0, 3, 4
+# what the inferring child reports (the first byte of its result file; 0 there means it never finished)
+_CHILD_INFERRED, _CHILD_FAILED, _CHILD_CRASHED = 1, 3, 4
+# the result file: status (1 byte), payload length (8 bytes, little-endian), payload
+_HEADER = 9
 
 
 def _temporary_fd() -> int:

@@ -186,3 +186,51 @@ def test_inspect_leaves_no_process_behind_when_no_shape_was_asked(tmp_path: Path
         """
     )
     assert out == "clean"
+
+
+def test_a_program_that_ignores_sigchld_still_gets_the_result(decoder_file: Path) -> None:
+    """With SIGCHLD ignored the kernel reaps the child and waitpid fails with ECHILD: the result file's
+    own header says whether the child finished."""
+    out = _run(
+        f"""
+        import signal
+        from pathlib import Path
+        from onnxdoctor.model.proto import InferenceFailed, InferenceJob
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        path = Path({str(decoder_file)!r})
+        job = InferenceJob(path, data_prop=True)
+        assert job.in_background
+        inferred = job.result()
+        inline = InferenceJob(path.read_bytes(), data_prop=True, background=False).result()
+        failing = InferenceJob({UNINFERABLE!r}, data_prop=True, min_background_bytes=0)
+        try:
+            failing.result()
+        except InferenceFailed as exc:
+            failed = "InferenceError" in str(exc) or "Error" in str(exc)
+        print(inferred.SerializeToString() == inline.SerializeToString() and failed)
+        """
+    )
+    assert out == "True"
+
+
+def test_a_child_stopped_half_way_reads_as_no_result(tmp_path: Path) -> None:
+    """The child reads its model from a FIFO nobody writes to, so it is certainly stopped before it has
+    written anything."""
+    fifo = tmp_path / "never-written.onnx"
+    os.mkfifo(fifo)
+    out = _run(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from onnxdoctor.model.proto import InferenceFailed, InferenceJob
+        job = InferenceJob(Path({str(fifo)!r}), data_prop=True, min_background_bytes=0)
+        assert job.in_background
+        os.kill(job._pid, signal.SIGKILL)
+        try:
+            job.result()
+            print("a result")
+        except InferenceFailed as exc:
+            print("stopped" if "without a result" in str(exc) else str(exc))
+        """
+    )
+    assert out == "stopped"
