@@ -40,6 +40,18 @@ def run_cli(*args: str | os.PathLike[str], cwd: Path | None = None, env: dict[st
 
 
 
+def run_python(body: str, *, env: dict[str, str] | None = None, timeout: int = 300) -> str:
+    """Run `body` (dedented) in a fresh interpreter, with `env` added to the environment; its stdout,
+    stripped. A fresh process: no module imported, no thread started by earlier tests."""
+    import textwrap
+
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **(env or {}))
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout.strip()
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under `folder` with size and mtime, to prove a command wrote nothing."""
     return {

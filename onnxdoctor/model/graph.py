@@ -57,7 +57,6 @@ class Scope:
         self._view = view
         self._dims: dict[str, tuple[Dim, ...] | None] = {}
         self._constants: dict[str, Constant | None] = {}
-        self._attributes: dict[int, tuple[NodeAttribute, ...]] = {}
 
     def __repr__(self) -> str:
         return f"Scope({self.path or 'main'!r}, {len(self.nodes)} nodes)"
@@ -85,14 +84,6 @@ class Scope:
                 if name:
                     consumers.setdefault(name, []).append(node)
         return consumers
-
-    def attributes(self, node: onnx.NodeProto) -> tuple[NodeAttribute, ...]:
-        """(name, attribute, its tensor or None) for each attribute of a node of this graph (read once per node)."""
-        key = id(node)  # protobuf returns one wrapper per submessage, kept alive by self.nodes
-        found = self._attributes.get(key)
-        if found is None:
-            found = self._attributes[key] = _node_attributes(node)
-        return found
 
     @cached_property
     def initializers(self) -> dict[str, onnx.TensorProto]:
@@ -172,7 +163,7 @@ class Scope:
                 return Constant.of(tensor)
             node = scope.producers.get(name)
             if node is not None:
-                return _constant_node_value(scope.attributes(node)) if node.op_type == "Constant" else None
+                return _constant_node_value(node) if node.op_type == "Constant" else None
         return None
 
     def node_label(self, node: onnx.NodeProto) -> str:
@@ -210,18 +201,12 @@ class Constant:
         return f"Constant(dims={list(self.dims)}, values={self.values!r})"
 
 
-# (attribute name, the attribute, its tensor `t` when set)
-NodeAttribute = tuple[str, Any, Any]
-
-
-def _node_attributes(node: onnx.NodeProto) -> tuple[NodeAttribute, ...]:
-    return tuple((attribute.name, attribute, attribute.t if attribute.HasField("t") else None) for attribute in node.attribute)
-
-
-def _constant_node_value(attributes: tuple[NodeAttribute, ...]) -> Constant | None:
-    for name, attribute, tensor in attributes:
+def _constant_node_value(node: onnx.NodeProto) -> Constant | None:
+    """A Constant node's value (read once: Scope.constant memoizes it), None when it was not read."""
+    for attribute in node.attribute:
+        name = attribute.name
         if name == "value":
-            tensor = tensor if tensor is not None else attribute.t  # an unset t reads as an empty tensor
+            tensor = attribute.t  # an unset t reads as an empty tensor
             if stripped_bytes(tensor) is not None or tensor.data_location == proto.TensorProto.EXTERNAL:
                 return None  # not read: a weight, or (torch.onnx puts even small ones there) external data
             return Constant.of(tensor)

@@ -160,10 +160,7 @@ def load_file(path: Path, *, folder: Path | None = None, start_inference: bool =
     early = InferenceJob(path, data_prop=True) if start_inference and size <= EARLY_INFERENCE_FILE_BYTES else None
     try:
         model_file = _parse(path, size)
-        if early is not None and len(model_file.proto.graph.value_info):
-            early.close()  # declared intermediate shapes are dropped before inference: the view starts a job
-            early = None
-        if start_inference:
+        if start_inference:  # the view keeps the early job, or drops it when a graph declares value_info
             model_file.view.start_inference(early)
         model_file.external_files = _check_external_data(path, model_file.view, folder)
     except BaseException:

@@ -216,7 +216,6 @@ def _numpy_values(tensor: Any) -> list[Any]:
     return numpy_helper.to_array(tensor).reshape(-1).tolist()
 
 
-
 class InferenceFailed(Exception):
     """Shape inference raised; the text is "ExceptionType: message" of what the C++ inference raised."""
 
@@ -232,8 +231,8 @@ class InferenceJob:
     would overlap nothing. On Linux, in a process that runs no other thread, a model of at least
     `min_background_bytes` is inferred in a forked child while the caller goes on (importing the
     checks, checking external data, building the signature, the checks that need no shapes); the
-    child hands the serialized result back through a pipe. Otherwise the inference runs when the
-    result is asked for. Either way the answer is the same C++ call on the same bytes.
+    child leaves the serialized result in an anonymous in-memory file (memfd). Otherwise the inference
+    runs when the result is asked for. Either way the answer is the same C++ call on the same bytes.
     """
 
     def __init__(self, model: bytes | Path, *, data_prop: bool, background: bool = True, min_background_bytes: int | None = None) -> None:
@@ -257,9 +256,9 @@ class InferenceJob:
         # the result goes through an anonymous in-memory file, written once by the child and read once
         # after it exits: a pipe would make the child wait for the reader 64 KB at a time
         try:
-            result_fd = os.memfd_create("onnxdoctor-shapes", os.MFD_CLOEXEC) if hasattr(os, "memfd_create") else _temporary_fd()
-        except OSError:
-            return  # infer when asked
+            result_fd = os.memfd_create("onnxdoctor-shapes", os.MFD_CLOEXEC)
+        except (AttributeError, OSError):  # a kernel or build without memfd: infer when asked
+            return
         try:
             pid = os.fork()
         except OSError:  # no fork allowed here (limits, sandbox): infer when asked
@@ -362,14 +361,6 @@ _RUNNING: weakref.WeakSet[InferenceJob] = weakref.WeakSet()
 _CHILD_INFERRED, _CHILD_FAILED, _CHILD_CRASHED = 1, 3, 4
 # the result file: status (1 byte), payload length (8 bytes, little-endian), payload
 _HEADER = 9
-
-
-def _temporary_fd() -> int:
-    """An unnamed temporary file (where memfd_create is missing)."""
-    import tempfile
-
-    handle = tempfile.TemporaryFile()
-    return os.dup(handle.fileno())  # the duplicate outlives the handle, which is closed (and the file unlinked) here
 
 
 def _read(model: bytes | Path) -> bytes:

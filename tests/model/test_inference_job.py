@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import onnx
 import pytest
 
+from support import run_python
 from onnxdoctor.testing.synth import DecoderSpec, build_decoder
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the background path is Linux-only (fork)")
@@ -27,11 +26,9 @@ UNINFERABLE = b"\x08\x07\x3a\x05\x0a\x03\x12\x01x"
 
 
 def _run(body: str) -> str:
-    # one BLAS thread: numpy is not imported here, but keep any library from starting a pool
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True, timeout=300, env=env)
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout.strip().splitlines()[-1]
+    """The last line `body` prints, in a fresh interpreter that starts no BLAS or OpenMP pool (a thread
+    would make the job refuse to fork)."""
+    return run_python(body, env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}).splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

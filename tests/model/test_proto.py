@@ -3,25 +3,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
 
-from support import FIXTURES
+from support import FIXTURES, run_python
 
 MODEL = FIXTURES / "optimum-gpt2" / "model.onnx"
 
 
-def _run(body: str) -> str:
-    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout.strip()
-
-
 def test_light_path_imports_neither_onnx_nor_ml_dtypes() -> None:
-    out = _run(
+    out = run_python(
         f"""
         import sys
         from onnxdoctor.model import proto
@@ -36,7 +26,7 @@ def test_light_path_imports_neither_onnx_nor_ml_dtypes() -> None:
 
 
 def test_real_onnx_after_the_light_path_reuses_its_modules() -> None:
-    out = _run(
+    out = run_python(
         f"""
         import sys
         from onnxdoctor.model import proto
@@ -71,7 +61,7 @@ def test_real_onnx_after_the_light_path_reuses_its_modules() -> None:
 
 
 def test_light_path_after_real_onnx_uses_the_loaded_package() -> None:
-    out = _run(
+    out = run_python(
         """
         import onnx
         from onnxdoctor.model import proto
